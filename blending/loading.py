@@ -1,0 +1,130 @@
+"""``load_pipeline``: a Stable Diffusion pipeline from the Hub, a local folder, or the embedded model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "load_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+#: The model that ships inside the package (see :mod:`blending.embedded`).
+EMBEDDED_PATH = Path(__file__).parent / "models" / "embedded"
+
+#: The checkpoint the paper uses.
+PAPER_MODEL = "CompVis/stable-diffusion-v1-4"
+
+# Components that hold weights, and so must come as safetensors.
+_WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
+
+
+class ModelUnavailableError(OSError):
+    """The model is neither on this machine nor downloadable now."""
+
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _check_safetensors(folder: Path, model: str) -> None:
+    for component in _WEIGHTED_COMPONENTS:
+        subfolder = folder / component
+        if not subfolder.is_dir():
+            raise ValueError(f"model: {model!r} has no {component}/ folder; expected a diffusers Stable Diffusion layout")
+        if not any(subfolder.glob("*.safetensors")):
+            found = sorted(p.name for p in subfolder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth"))
+            raise ValueError(
+                f"model: {model!r} has no safetensors weights in {component}/ (found {found or 'none'}). "
+                "blending loads safetensors only, because pickled weights can run code when loaded; "
+                "convert the checkpoint with diffusers' save_pretrained(..., safe_serialization=True)."
+            )
+
+
+def _download(model: str) -> Path:
+    """The local snapshot of a Hub repo id: from the cache, or downloaded (safetensors only)."""
+    from diffusers import StableDiffusionPipeline
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    try:
+        return Path(
+            StableDiffusionPipeline.download(model, use_safetensors=True, safety_checker=None, feature_extractor=None)
+        )
+    except Exception as error:  # the hub client raises many types; the user needs one message
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ModelUnavailableError(
+            f"model {model!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and could not be "
+            f"downloaded ({reason}). Fetch it once where there is network, e.g. `hf download {model}` "
+            "(then copy the cache or set HF_HOME), or pass a local folder in diffusers layout."
+        ) from None
+
+
+def load_pipeline(
+    model: str | os.PathLike = "embedded",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    scheduler: str = "UniPCMultistepScheduler",
+):
+    """Load a Stable Diffusion 1.x/2.x pipeline ready for :func:`blending.blend`.
+
+    Args:
+        model: a Hugging Face repo id (the paper's is ``"CompVis/stable-diffusion-v1-4"``), a local
+            folder in diffusers layout, or ``"embedded"``, the small model that ships with this
+            package and runs anywhere, offline and on a CPU.
+        device: defaults to cuda if available, else mps, else cpu.
+        dtype: defaults to float16 on cuda and float32 elsewhere; float16 on cpu is refused.
+        scheduler: the name of a diffusers scheduler class, built from the checkpoint's scheduler
+            configuration; the paper uses ``"UniPCMultistepScheduler"``.
+
+    Weights load from safetensors files only, never from pickle, so a hostile checkpoint cannot
+    run code on this machine; a checkpoint without them is refused. The safety checker is not
+    loaded (as in the paper): images are returned as the model draws them.
+
+    Raises:
+        ValueError: for a bad ``device``, ``dtype``, ``scheduler`` or a checkpoint without
+            safetensors weights.
+        ModelUnavailableError: for a repo id that is not cached while offline.
+    """
+    import diffusers
+    from diffusers import StableDiffusionPipeline
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+    device = _default_device() if device is None else torch.device(device)
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("dtype: float16 is not supported on cpu; use torch.float32 (or a cuda device)")
+    scheduler_class = getattr(diffusers, scheduler, None) if isinstance(scheduler, str) else None
+    if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
+        raise ValueError(f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}")
+
+    model_id = str(model)
+    if model_id == "embedded":
+        folder = EMBEDDED_PATH
+    elif Path(model_id).expanduser().is_dir():
+        folder = Path(model_id).expanduser()
+    else:
+        folder = _download(model_id)
+    _check_safetensors(folder, model_id)
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder,
+        dtype=dtype,
+        use_safetensors=True,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    pipe.register_to_config(_name_or_path=model_id)
+    logger.info("loaded %s on %s as %s with %s", model_id, device, dtype, scheduler)
+    return pipe.to(device)

@@ -1,0 +1,29 @@
+"""Tiny Stable-Diffusion-shaped pipelines, built in code under fixed seeds."""
+
+import pytest
+
+from blending.embedded import tiny_pipeline
+
+#: Few steps keep every test fast; the invariants do not depend on the count.
+STEPS = 4
+
+
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def sd1_pipe():
+    return _quiet(tiny_pipeline("sd1", seed=0))
+
+
+@pytest.fixture(scope="session")
+def sd2_pipe():
+    return _quiet(tiny_pipeline("sd2", seed=0))
+
+
+@pytest.fixture(scope="session", params=["sd1", "sd2"])
+def pipe(request):
+    """Each test that takes ``pipe`` runs on both U-Net shapes."""
+    return request.getfixturevalue(f"{request.param}_pipe")

@@ -1,0 +1,193 @@
+"""blend(): the invariants of the four methods, on two differently shaped tiny U-Nets."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from blending import METHODS, blend
+from blending.attention import cross_attention_layout
+
+from .conftest import STEPS
+
+ALL = tuple(METHODS)
+TOL = 1e-5
+
+
+def run(pipe, prompt_1="lion", prompt_2="cat", methods=ALL, ratio=0.5, **kwargs):
+    kwargs.setdefault("seed", 21)
+    kwargs.setdefault("num_inference_steps", STEPS)
+    kwargs.setdefault("output_type", "np")
+    return blend(pipe, prompt_1, prompt_2, methods, ratio, progress=False, **kwargs)
+
+
+def close(a, b, tol=TOL):
+    return np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max() <= tol
+
+
+def test_ratio_0_gives_prompt_1_and_ratio_1_gives_prompt_2(pipe):
+    at_0 = run(pipe, ratio=0.0)
+    at_1 = run(pipe, ratio=1.0)
+    assert not close(at_0.prompt_1, at_0.prompt_2)
+    for method in ALL:
+        assert close(at_0.blends[method], at_0.prompt_1), method
+        assert close(at_1.blends[method], at_1.prompt_2), method
+
+
+def test_unet_with_one_prompt_twice_is_the_plain_image(pipe):
+    result = run(pipe, "lion", "lion", methods=("unet",))
+    assert close(result.blends["unet"], result.prompt_1)
+
+
+def test_each_method_at_half_differs_from_both_plain_images(pipe):
+    result = run(pipe)
+    for method in ALL:
+        assert not close(result.blends[method], result.prompt_1, 1e-3), method
+        assert not close(result.blends[method], result.prompt_2, 1e-3), method
+
+
+@pytest.mark.parametrize("prompt", ["lion", "cat"])
+def test_plain_images_equal_stock_stable_diffusion(pipe, prompt):
+    result = run(pipe, methods=("textual",))
+    stock = pipe(
+        prompt,
+        generator=torch.Generator("cpu").manual_seed(21),
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        output_type="np",
+    ).images[0]
+    assert close(result.prompt_1 if prompt == "lion" else result.prompt_2, stock)
+
+
+def test_the_batch_gives_each_method_what_it_gives_alone(pipe):
+    together = run(pipe)
+    for method in ALL:
+        alone = run(pipe, methods=(method,))
+        assert close(together.blends[method], alone.blends[method]), method
+        assert close(together.prompt_1, alone.prompt_1)
+
+
+def test_blends_come_in_the_order_asked(sd1_pipe):
+    assert list(run(sd1_pipe, methods=("alternate", "textual")).blends) == ["alternate", "textual"]
+
+
+def test_same_seed_same_images_and_another_seed_other_images(sd1_pipe):
+    first, again, other = run(sd1_pipe, seed=5), run(sd1_pipe, seed=5), run(sd1_pipe, seed=6)
+    for method in ALL:
+        assert np.array_equal(first.blends[method], again.blends[method])
+        assert not close(first.blends[method], other.blends[method], 1e-3)
+
+
+def test_default_seed_is_0_and_a_generator_or_latents_give_the_same_noise(sd1_pipe):
+    by_default = blend(sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, output_type="np", progress=False)
+    by_seed = run(sd1_pipe, methods=("switch",), seed=0)
+    by_generator = run(sd1_pipe, methods=("switch",), seed=None, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    by_latents = run(sd1_pipe, methods=("switch",), seed=None, latents=noise)
+    assert by_default.settings["seed"] == 0
+    for other in (by_seed, by_generator, by_latents):
+        assert np.array_equal(by_default.blends["switch"], other.blends["switch"])
+    assert by_latents.settings["noise"] == "latents" and by_latents.settings["seed"] is None
+
+
+def test_switch_step_bounds_reproduce_the_plain_images(sd1_pipe):
+    at_0 = run(sd1_pipe, methods=("switch",), switch_step=0)
+    at_end = run(sd1_pipe, methods=("switch",), switch_step=STEPS)
+    assert close(at_0.blends["switch"], at_0.prompt_2)
+    assert close(at_end.blends["switch"], at_end.prompt_1)
+    assert at_0.settings["switch_step"] == 0
+
+
+def test_switch_carries_the_sampler_state_across_the_switch(sd1_pipe):
+    """A switch at step k is not a restart: it differs from prompt 2's image alone."""
+    result = run(sd1_pipe, methods=("switch",), switch_step=1)
+    assert not close(result.blends["switch"], result.prompt_2, 1e-4)
+
+
+def test_attention_processors_are_restored_after_unet_blending(pipe):
+    before = pipe.unet.attn_processors
+    run(pipe, methods=("unet",))
+    after = pipe.unet.attn_processors
+    assert before.keys() == after.keys()
+    assert all(after[name] is before[name] for name in before)
+
+
+def test_attention_processors_are_restored_when_blending_raises(pipe):
+    before = pipe.unet.attn_processors
+
+    def fail(pipe, step, timestep, tensors):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        run(pipe, methods=("unet",), callback_on_step_end=fail)
+    after = pipe.unet.attn_processors
+    assert all(after[name] is before[name] for name in before)
+    plain = run(pipe, methods=("textual",), ratio=0.0)
+    assert close(plain.blends["textual"], plain.prompt_1)
+
+
+def test_one_unet_call_per_step_for_the_whole_comparison(sd1_pipe):
+    rows = []
+    handle = sd1_pipe.unet.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    try:
+        run(sd1_pipe)
+    finally:
+        handle.remove()
+    assert rows == [2 * (2 + len(ALL))] * STEPS  # 6 images, each with its unconditional row
+
+
+def test_callback_sees_every_step_with_one_latent_row_per_image(sd1_pipe):
+    seen = []
+
+    def record(pipe, step, timestep, tensors):
+        seen.append((step, tuple(tensors["latents"].shape)))
+        return tensors
+
+    run(sd1_pipe, methods=("switch", "unet"), callback_on_step_end=record)
+    assert seen == [(i, (4, 4, 8, 8)) for i in range(STEPS)]
+
+
+@pytest.mark.parametrize(
+    "output_type, check",
+    [
+        ("pil", lambda image: image.size == (64, 64)),
+        ("np", lambda image: image.shape == (64, 64, 3) and 0 <= image.min() and image.max() <= 1),
+        ("pt", lambda image: tuple(image.shape) == (3, 64, 64)),
+        ("latent", lambda image: tuple(image.shape) == (4, 8, 8)),
+    ],
+)
+def test_output_types(sd1_pipe, output_type, check):
+    result = run(sd1_pipe, methods=("textual",), output_type=output_type)
+    assert check(result.prompt_1) and check(result.prompt_2) and check(result.blends["textual"])
+
+
+def test_settings_record_what_shaped_the_images(sd1_pipe):
+    settings = run(sd1_pipe, methods=("switch",), ratio=0.5).settings
+    assert settings["switch_step"] == round(STEPS * 0.5)
+    assert settings["seed"] == 21 and settings["num_inference_steps"] == STEPS
+    assert settings["scheduler"] == "UniPCMultistepScheduler"
+    assert settings["device"] == "cpu" and settings["dtype"] == "float32"
+    assert {"blending", "diffusers", "transformers", "torch"} <= settings["versions"].keys()
+
+
+def test_a_long_prompt_is_truncated_with_one_warning(sd1_pipe):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(handler)
+    try:
+        run(sd1_pipe, "lion " * 40, "cat", methods=("textual",))
+    finally:
+        diffusers_logger.removeHandler(handler)
+    warnings = [r for r in records if r.levelno == logging.WARNING and "truncated" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_cross_attention_layout_is_in_forward_order(pipe):
+    layout = cross_attention_layout(pipe.unet)
+    parts = [name.split(".")[0] for name in layout.names]
+    assert parts == sorted(parts, key=["down_blocks", "mid_block", "up_blocks"].index)
+    assert layout.num_encoder_layers == parts.count("down_blocks") + parts.count("mid_block")
+    assert all(name.endswith("attn2.processor") for name in layout.names)

@@ -1,0 +1,39 @@
+"""The command line: files written, and one-line errors with exit code 2."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from blending.cli import main
+
+
+def test_blend_writes_the_images_the_triptych_and_the_settings(tmp_path):
+    code = main(["blend", "lion", "cat", "--methods", "switch", "--seed", "21", "--steps", "3", "--out", str(tmp_path)])
+    assert code == 0
+    for name in ("prompt_1", "prompt_2", "switch", "triptych_switch"):
+        assert Image.open(tmp_path / f"{name}.png").size[0] > 0
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["seed"] == 21 and settings["methods"] == ["switch"] and settings["model"] == "embedded"
+    assert settings["elapsed_seconds"] > 0 and "torch" in settings["versions"] and settings["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["blend", "lion"],
+        ["blend", "lion", "cat", "--methods", "blur", "--out", "x"],
+        ["blend", "lion", "cat", "--seed", "x", "--out", "x"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_bad_value_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["blend", "lion", "cat", "--ratio", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "blending: error: ratio must be a number in [0, 1], got 2.0"

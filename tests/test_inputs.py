@@ -1,0 +1,59 @@
+"""Bad input: a ValueError that names the parameter, raised before any work."""
+
+import pytest
+import torch
+
+from blending import blend
+
+from .conftest import STEPS
+
+BAD_INPUTS = [
+    ({"methods": ("blur",)}, "methods"),
+    ({"methods": ()}, "methods"),
+    ({"methods": "switch"}, "methods"),
+    ({"methods": ("switch", "switch")}, "methods"),
+    ({"ratio": -0.1}, "ratio"),
+    ({"ratio": 1.5}, "ratio"),
+    ({"ratio": float("nan")}, "ratio"),
+    ({"methods": ("switch",), "switch_step": -1}, "switch_step"),
+    ({"methods": ("switch",), "switch_step": STEPS + 1}, "switch_step"),
+    ({"methods": ("textual",), "switch_step": 2}, "switch_step"),
+    ({"num_inference_steps": 0}, "num_inference_steps"),
+    ({"num_inference_steps": 2.5}, "num_inference_steps"),
+    ({"height": 60}, "height"),
+    ({"width": 0}, "width"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"seed": 1, "generator": torch.Generator()}, "seed and generator"),
+    ({"generator": [torch.Generator()]}, "generator"),
+    ({"latents": torch.zeros(2, 4, 8, 8)}, "latents"),
+    ({"latents": torch.zeros(1, 4, 16, 16)}, "latents"),
+    ({"output_type": "jpeg"}, "output_type"),
+    ({"prompt_1": None}, "prompt_1"),
+    ({"negative_prompt": 3}, "negative_prompt"),
+]
+
+
+@pytest.mark.parametrize("bad, parameter", BAD_INPUTS, ids=[p + str(i) for i, (_, p) in enumerate(BAD_INPUTS)])
+def test_bad_input_raises_a_value_error_naming_the_parameter_before_any_work(sd1_pipe, bad, parameter):
+    calls = []
+    hooks = [
+        model.register_forward_hook(lambda *args: calls.append(1))
+        for model in (sd1_pipe.unet, sd1_pipe.text_encoder, sd1_pipe.vae)
+    ]
+    kwargs = {"prompt_1": "lion", "prompt_2": "cat", "num_inference_steps": STEPS, "progress": False, **bad}
+    try:
+        with pytest.raises(ValueError, match=parameter):
+            blend(sd1_pipe, **kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == []
+
+
+def test_a_range_error_names_the_allowed_range(sd1_pipe):
+    with pytest.raises(ValueError, match=r"ratio must be a number in \[0, 1\]"):
+        blend(sd1_pipe, "lion", "cat", ratio=2)
+    with pytest.raises(ValueError, match=rf"switch_step must be an integer in \[0, num_inference_steps={STEPS}\]"):
+        blend(sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, switch_step=STEPS + 1)

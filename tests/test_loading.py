@@ -1,0 +1,69 @@
+"""load_pipeline: the embedded model, local folders, safetensors only, the offline error."""
+
+import numpy as np
+import pytest
+import torch
+
+from blending import ModelUnavailableError, blend, load_pipeline
+from blending.loading import EMBEDDED_PATH
+
+from .conftest import STEPS
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    pipe = load_pipeline("embedded")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_the_embedded_model_loads_from_its_shipped_files_and_blends(embedded):
+    assert (EMBEDDED_PATH / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert embedded.name_or_path == "embedded"
+    assert embedded.device.type == "cpu" and embedded.unet.dtype == torch.float32
+    assert embedded.safety_checker is None
+    assert type(embedded.scheduler).__name__ == "UniPCMultistepScheduler"
+    result = blend(embedded, "lion", "cat", num_inference_steps=STEPS, output_type="np", progress=False)
+    assert result.settings["model"] == "embedded"
+    assert result.prompt_1.shape == (64, 64, 3) and not np.array_equal(result.prompt_1, result.prompt_2)
+
+
+def test_a_local_folder_loads_the_same_weights(embedded, tmp_path):
+    embedded.save_pretrained(tmp_path, safe_serialization=True)
+    pipe = load_pipeline(tmp_path, scheduler="DDIMScheduler")
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert pipe.name_or_path == str(tmp_path)
+    for name, weight in embedded.unet.state_dict().items():
+        assert torch.equal(weight, pipe.unet.state_dict()[name]), name
+
+
+def test_a_checkpoint_without_safetensors_is_refused(embedded, tmp_path):
+    embedded.save_pretrained(tmp_path, safe_serialization=False)
+    with pytest.raises(ValueError, match=r"no safetensors weights in unet/.*pickle"):
+        load_pipeline(tmp_path)
+
+
+def test_float16_on_cpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="float16 is not supported on cpu"):
+        load_pipeline("embedded", device="cpu", dtype=torch.float16)
+
+
+def test_an_unknown_scheduler_is_a_clear_error():
+    with pytest.raises(ValueError, match="scheduler must name a diffusers scheduler"):
+        load_pipeline("embedded", scheduler="NoSuchScheduler")
+
+
+def test_an_uncached_repo_id_offline_gives_a_short_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = "someone/not-a-cached-model"
+    with pytest.raises(ModelUnavailableError) as caught:
+        load_pipeline(model)
+    message = str(caught.value)
+    assert model in message
+    assert huggingface_hub.constants.HF_HUB_CACHE in message
+    assert f"hf download {model}" in message
+    assert "\n" not in message and len(message) < 600
+    assert caught.value.__suppress_context__  # no chained trace from inside the hub client
