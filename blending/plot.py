@@ -70,8 +70,14 @@ def triptych(result: BlendResult, method: str | None = None, *, save: str | os.P
     return _finish(figure, save)
 
 
-def comparison_grid(results: Sequence[BlendResult], *, save: str | os.PathLike | None = None) -> Figure:
-    """One row per result (typically per seed): prompt 1, prompt 2, then one column per method."""
+def comparison_grid(
+    results: Sequence[BlendResult], *, row_label: str = "seed", save: str | os.PathLike | None = None
+) -> Figure:
+    """One row per result: prompt 1, prompt 2, then one column per method.
+
+    Rows are labelled by the setting ``row_label``: the seed for a sweep over seeds, the ratio for
+    a sweep over ratios.
+    """
     if not results:
         raise ValueError("results must hold at least one BlendResult")
     methods = list(results[0].blends)
@@ -83,21 +89,28 @@ def comparison_grid(results: Sequence[BlendResult], *, save: str | os.PathLike |
         _show(row[1], result.prompt_2, f'"{result.settings["prompt_2"]}"')
         for ax, method in zip(row[2:], methods):
             _show(ax, result.blends[method], _method_label(result, method))
-        row[0].set_ylabel(f"seed {result.settings.get('seed')}", fontsize=10)
+        row[0].set_ylabel(f"{row_label} {result.settings.get(row_label)}", fontsize=10)
     return _finish(figure, save)
 
 
 def ratio_strip(
-    results: Sequence[BlendResult], method: str, *, save: str | os.PathLike | None = None
+    results: Sequence[BlendResult],
+    method: str,
+    *,
+    parameter: str = "ratio",
+    save: str | os.PathLike | None = None,
 ) -> Figure:
-    """The blends of ``method`` over several results, one per ratio, left to right."""
+    """The blends of ``method`` over several results, left to right, one per ratio.
+
+    ``parameter`` names the setting that varies from panel to panel, e.g. ``"switch_step"``.
+    """
     if not results:
         raise ValueError("results must hold at least one BlendResult")
     if any(method not in r.blends for r in results):
         raise ValueError(f"method {method!r} must be among the blends of every result")
     figure, axes = _figure(1, len(results))
     for ax, result in zip(axes[0], results):
-        _show(ax, result.blends[method], f"ratio {result.settings['ratio']:g}")
+        _show(ax, result.blends[method], f"{parameter.replace('_', ' ')} {result.settings[parameter]:g}")
     figure.suptitle(
         f'{method.upper()}: "{results[0].settings["prompt_1"]}" \u2192 "{results[0].settings["prompt_2"]}"',
         fontsize=11,

@@ -1,5 +1,7 @@
 """Tiny Stable-Diffusion-shaped pipelines, built in code under fixed seeds."""
 
+from pathlib import Path
+
 import pytest
 
 from blending.embedded import tiny_pipeline
@@ -27,3 +29,12 @@ def sd2_pipe():
 def pipe(request):
     """Each test that takes ``pipe`` runs on both U-Net shapes."""
     return request.getfixturevalue(f"{request.param}_pipe")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--site",
+        type=Path,
+        default=None,
+        help="the built book (e.g. _build/html) to check in a browser; without it the browser checks are skipped",
+    )

@@ -1,0 +1,118 @@
+"""What the companion's notebooks share: loading, provenance, figure files, animation frames.
+
+Nothing here blends; it wraps :func:`blending.blend` and :mod:`blending.plot` for the notebooks,
+so that each notebook holds only its parameters and the figures it draws.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .loading import PAPER_MODEL, load_pipeline
+from .pipeline import BlendResult, blend
+
+__all__ = ["denoising_frames", "figure", "provenance", "start", "summary", "write_animation"]
+
+#: How to regenerate the figures with the paper's model (see the README).
+REGENERATE_WITH_SD = f"make book MODEL={PAPER_MODEL} DEVICE=cuda"
+
+
+def start(model: str = "embedded", device: str | None = None, dtype: str | None = None):
+    """Load the pipeline a notebook draws with; ``dtype`` is a name such as ``"float16"``."""
+    pipe = load_pipeline(model, device=device, dtype=None if dtype is None else getattr(torch, dtype))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def provenance(pipe):
+    """A banner that says which model drew the page's pictures.
+
+    For the embedded model it warns that the pictures are a smoke test, not the paper's results.
+    """
+    from IPython.display import HTML
+
+    from .pipeline import library_versions
+
+    versions = ", ".join(f"{name} {version}" for name, version in library_versions().items())
+    drawn_by = (
+        f"Drawn by <code>{html.escape(pipe.name_or_path)}</code> on <code>{pipe.device}</code> "
+        f"({str(pipe.unet.dtype).removeprefix('torch.')}); {html.escape(versions)}."
+    )
+    if pipe.name_or_path == "embedded":
+        return HTML(
+            '<div class="admonition warning"><p class="admonition-title">Smoke test, not the paper\'s results</p>'
+            f"<p>{drawn_by} The pictures on this page come from the small model that ships with the "
+            "package, so that every page builds offline on a CPU: they check the machinery, not "
+            "what blending does in Stable Diffusion. To draw them with Stable Diffusion v1.4, run "
+            f"<code>{REGENERATE_WITH_SD}</code> on a GPU machine (see <em>Reproducing on a GPU</em>).</p></div>"
+        )
+    return HTML(f'<div class="admonition note"><p class="admonition-title">Model</p><p>{drawn_by}</p></div>')
+
+
+def figure(fig, output_dir: str | Path, name: str):
+    """Save a matplotlib figure as ``output_dir/name.png`` and return that PNG for display."""
+    from IPython.display import Image
+
+    path = Path(output_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return Image(filename=str(path))
+
+
+def summary(result: BlendResult) -> str:
+    """A few rounded numbers per image: deterministic text for notebook checks (nbval)."""
+    from .plot import image_array
+
+    images = {"prompt_1": result.prompt_1, "prompt_2": result.prompt_2, **result.blends}
+    lines = []
+    for name, image in images.items():
+        array = image_array(image)
+        array = array / 255 if array.dtype == np.uint8 else array
+        lines.append(f"{name:>10}: {array.shape[1]}x{array.shape[0]}, mean {array.mean():.2f}, std {array.std():.2f}")
+    return "\n".join(lines)
+
+
+def denoising_frames(pipe, prompt_1: str, prompt_2: str, method: str, **blend_kwargs) -> tuple[BlendResult, list[np.ndarray]]:
+    """Blend once and keep, after every denoising step, the decoded latents of the blend."""
+    latents_per_step = []
+
+    def keep(pipe, step, timestep, tensors):
+        latents_per_step.append(tensors["latents"][2:3].clone())  # row 2: the one blend
+        return tensors
+
+    result = blend(pipe, prompt_1, prompt_2, (method,), callback_on_step_end=keep, **blend_kwargs)
+    frames = []
+    with torch.no_grad():
+        for latents in latents_per_step:
+            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            frames.append(pipe.image_processor.postprocess(decoded, output_type="np")[0])
+    return result, frames
+
+
+def write_animation(frames: list[np.ndarray], title: str, gif_path: str | Path, fps: int = 5):
+    """The frames as an animation: written to ``gif_path`` and returned as HTML that plays in a page."""
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 0.9))
+    ax.set_axis_off()
+    shown = ax.imshow(frames[0])
+    heading = fig.suptitle(f"{title}, step 1/{len(frames)}", fontsize=9)
+
+    def draw(i):
+        shown.set_data(frames[i])
+        heading.set_text(f"{title}, step {i + 1}/{len(frames)}")
+        return shown, heading
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), interval=1000 // fps, blit=False)
+    Path(gif_path).parent.mkdir(parents=True, exist_ok=True)
+    animation.save(gif_path, writer=PillowWriter(fps=fps))
+    return HTML(animation.to_jshtml(fps=fps, default_mode="once"))

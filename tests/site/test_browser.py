@@ -1,0 +1,120 @@
+"""The built book in a real browser: headless Chromium (Debian's), driven by Playwright.
+
+Run with ``pytest tests/site --site _build/html``. Every page of the table of contents must load
+without console errors, with every image loaded and, on the notebook pages, the launch buttons
+and the banner that names the model. Requests that leave the machine (a CDN, say) are refused,
+and only they may fail: the book must work from its own files.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+FIGURES_PAGE = "notebooks/02_published_figures"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def toc_pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+@pytest.fixture(scope="module")
+def site(request):
+    path = request.config.getoption("--site")
+    if path is None:
+        pytest.skip("no --site given: build the book (make book) and pass --site _build/html")
+    if not (path / "index.html").is_file():
+        pytest.fail(f"--site {path} holds no built book (no index.html)")
+    handler = functools.partial(_QuietHandler, directory=str(path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Chromium is not installed: apt-get install chromium (or set CHROMIUM)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
+
+
+def open_page(browser, site, name):
+    """Load a page; return it with its console errors and the outside requests it made."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    local = urlparse(site).netloc
+    outside, errors = [], []
+
+    def route(route):
+        if urlparse(route.request.url).netloc in (local, ""):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and errors.append((m.text, m.location.get("url", ""))))
+    page.on("pageerror", lambda e: errors.append((str(e), "")))
+    response = page.goto(f"{site}/{name}.html", wait_until="load")
+    assert response is not None and response.ok, f"{name}: HTTP {response and response.status}"
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # let lazy images load
+    page.wait_for_load_state("networkidle")
+    own_errors = [text for text, url in errors if not any(url.startswith(o) for o in outside)]
+    return page, own_errors
+
+
+@pytest.mark.parametrize("name", toc_pages())
+def test_every_page_loads_with_its_images_and_no_console_errors(browser, site, name):
+    page, errors = open_page(browser, site, name)
+    assert errors == [], f"{name}: console errors {errors}"
+    images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.naturalWidth])")
+    broken = [src for src, width in images if width == 0]
+    assert broken == [], f"{name}: images that did not load: {broken}"
+    if name.startswith("notebooks/"):
+        assert images, f"{name}: a figure page without images"
+        assert page.get_by_text("Drawn by").first.is_visible(), f"{name}: no visible banner naming the model"
+        for launcher in ("mybinder.org", "colab.research.google.com"):
+            links = page.eval_on_selector_all(
+                f"a[href*='{launcher}']", "links => links.map(l => l.href)"
+            )
+            assert any(link.endswith(f"{name}.ipynb") or f"{name}.ipynb" in link for link in links), (
+                f"{name}: no {launcher} launch button for {name}.ipynb"
+            )
+    page.close()
+
+
+def test_the_figures_page_shows_every_published_figure(browser, site):
+    page, _ = open_page(browser, site, FIGURES_PAGE)
+    captions = page.eval_on_selector_all("figure figcaption", "cs => cs.map(c => c.innerText)")
+    for pair in ("lion", "fish", "frog", "penguin", "desk lamp", "motherboard", "dog"):
+        assert any(pair in caption for caption in captions), f"no captioned figure for {pair!r}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "published_figures.png", full_page=True)
+    assert (SCREENSHOTS / "published_figures.png").stat().st_size > 0
+    page.close()
