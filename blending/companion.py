@@ -6,7 +6,9 @@ so that each notebook holds only its parameters and the figures it draws.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,4 +117,7 @@ def write_animation(frames: list[np.ndarray], title: str, gif_path: str | Path, 
     animation = FuncAnimation(fig, draw, frames=len(frames), interval=1000 // fps, blit=False)
     Path(gif_path).parent.mkdir(parents=True, exist_ok=True)
     animation.save(gif_path, writer=PillowWriter(fps=fps))
-    return HTML(animation.to_jshtml(fps=fps, default_mode="once"))
+    page = animation.to_jshtml(fps=fps, default_mode="once")
+    # matplotlib names the player's elements with a random id; a fixed one keeps reruns identical
+    random_id = re.search(r"_anim_img([0-9a-f]{32})", page).group(1)
+    return HTML(page.replace(random_id, hashlib.sha1(str(gif_path).encode()).hexdigest()[:32]))
