@@ -20,6 +20,7 @@ _EXPORTS = {
     "BlendResult": "pipeline",
     "ModelUnavailableError": "loading",
     "blend": "pipeline",
+    "blend_seeds": "pipeline",
     "load_pipeline": "loading",
 }
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .attention import cross_attention_layout, row_conditioning
 from .methods import METHODS, Schedule, default_switch_step, plain
 
-__all__ = ["BlendResult", "OUTPUT_TYPES", "blend", "library_versions"]
+__all__ = ["BlendResult", "OUTPUT_TYPES", "blend", "blend_seeds", "library_versions"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,23 +184,83 @@ def blend(
         pipe, prompt_1, prompt_2, methods, ratio, seed, generator, latents,
         num_inference_steps, height, width, negative_prompt, switch_step, output_type,
     )  # fmt: skip
-    methods = tuple(methods)
+    noise_source = "latents" if latents is not None else "generator" if generator is not None else "seed"
+    if noise_source == "seed":
+        seed = 0 if seed is None else seed
+        generator = torch.Generator("cpu").manual_seed(seed)
+    (result,) = _blend(
+        pipe, prompt_1, prompt_2, tuple(methods), ratio, [_Noise(seed, noise_source, generator, latents)],
+        num_inference_steps, guidance_scale, height, width, negative_prompt, switch_step, output_type,
+        progress, callback_on_step_end,
+    )  # fmt: skip
+    return result
 
+
+@torch.no_grad()
+def blend_seeds(
+    pipe,
+    prompt_1: str,
+    prompt_2: str,
+    methods: Sequence[str] = ("textual", "switch", "unet", "alternate"),
+    ratio: float = 0.5,
+    *,
+    seeds: Sequence[int],
+    num_inference_steps: int = 25,
+    guidance_scale: float = 7.5,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt: str | None = None,
+    switch_step: int | None = None,
+    output_type: str = "pil",
+    progress: bool = True,
+) -> list[BlendResult]:
+    """:func:`blend` for each of ``seeds``, all in one batch; one result per seed.
+
+    Each seed's images are those ``blend(..., seed=seed)`` gives (to float tolerance): the batch
+    only saves U-Net calls, ``len(seeds)`` comparisons in each. Mind the memory: the batch holds
+    ``2 * len(seeds) * (2 + len(methods))`` images under classifier-free guidance.
+    """
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
+        raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
+    for seed in seeds:
+        check_inputs(
+            pipe, prompt_1, prompt_2, methods, ratio, seed, None, None,
+            num_inference_steps, height, width, negative_prompt, switch_step, output_type,
+        )  # fmt: skip
+    noises = [_Noise(seed, "seed", torch.Generator("cpu").manual_seed(seed), None) for seed in seeds]
+    return _blend(
+        pipe, prompt_1, prompt_2, tuple(methods), ratio, noises, num_inference_steps, guidance_scale,
+        height, width, negative_prompt, switch_step, output_type, progress, None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Noise:
+    """Where one comparison's initial noise comes from."""
+
+    seed: int | None
+    source: str  # "seed", "generator" or "latents"
+    generator: torch.Generator | None
+    latents: torch.Tensor | None
+
+
+def _blend(
+    pipe, prompt_1, prompt_2, methods, ratio, noises: list[_Noise], num_inference_steps, guidance_scale,
+    height, width, negative_prompt, switch_step, output_type, progress, callback_on_step_end,
+) -> list[BlendResult]:  # fmt: skip
+    """Denoise one comparison (two plain images and the blends) per noise, all in one batch."""
     # 2. Define call parameters and the schedule of every image: which prompt it sees when
     height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     device = pipe._execution_device
     do_classifier_free_guidance = guidance_scale > 1
-    noise_source = "latents" if latents is not None else "generator" if generator is not None else "seed"
-    if noise_source == "seed":
-        seed = 0 if seed is None else seed
-        generator = torch.Generator("cpu").manual_seed(seed)
     if "switch" in methods and switch_step is None:
         switch_step = default_switch_step(ratio, num_inference_steps)
     layout = cross_attention_layout(pipe.unet)
     schedules: list[Schedule] = [plain(0.0, num_inference_steps), plain(1.0, num_inference_steps)]
     schedules += [METHODS[m](ratio, num_inference_steps, layout, switch_step) for m in methods]
     num_images = len(schedules)
+    schedules = schedules * len(noises)  # rows: the comparison of the first noise, then the next
 
     # 3. Encode the prompts; every image shares the unconditional embedding
     negative = None if negative_prompt is None else [negative_prompt] * 2
@@ -217,20 +277,21 @@ def blend(
             f"{num_inference_steps} steps; blending needs a scheduler with one call per step"
         )
 
-    # 5. Prepare the initial noise, once, and give every image the same
-    noise = pipe.prepare_latents(
-        1, pipe.unet.config.in_channels, height, width, prompt_embeds.dtype, device, generator, latents
-    )
-    latents = noise.repeat(num_images, 1, 1, 1)
-    extra_step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    # 5. Prepare each initial noise once, and give every image of its comparison the same
+    noise = torch.cat([
+        pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, prompt_embeds.dtype, device, n.generator, n.latents)
+        for n in noises
+    ])  # fmt: skip
+    latents = noise.repeat_interleave(num_images, dim=0)
+    extra_step_kwargs = pipe.prepare_extra_step_kwargs(noises[0].generator, 0.0)
 
     # 6. Per-step and per-layer conditioning
     step_weights = torch.tensor([s.step_weights for s in schedules], dtype=prompt_embeds.dtype, device=device).T
     # the conditional rows come after the unconditional ones under guidance
-    first_conditional_row = num_images if do_classifier_free_guidance else 0
+    first_conditional_row = len(schedules) if do_classifier_free_guidance else 0
     replacements = _layer_replacements(schedules, layout, embeds_1, embeds_2, first_conditional_row)
     if do_classifier_free_guidance:
-        unconditional = negative_embeds[:1].expand(num_images, -1, -1)
+        unconditional = negative_embeds[:1].expand(len(schedules), -1, -1)
 
     # 7. Denoising loop
     bar = pipe.progress_bar(total=num_inference_steps) if progress else tqdm(total=num_inference_steps, disable=True)
@@ -263,7 +324,7 @@ def blend(
         images = list(latents)
     else:
         decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        images = pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * num_images)
+        images = pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * len(latents))
         images = list(images)
     pipe.maybe_free_model_hooks()
 
@@ -272,8 +333,8 @@ def blend(
         "prompt_2": prompt_2,
         "methods": list(methods),
         "ratio": float(ratio),
-        "seed": seed,
-        "noise": noise_source,
+        "seed": None,  # each result's own, below
+        "noise": None,
         "num_inference_steps": int(num_inference_steps),
         "guidance_scale": float(guidance_scale),
         "height": int(height),
@@ -287,12 +348,18 @@ def blend(
         "device": str(device),
         "versions": library_versions(),
     }
-    return BlendResult(
-        prompt_1=images[0],
-        prompt_2=images[1],
-        blends=dict(zip(methods, images[2:])),
-        settings=settings,
-    )
+    results = []
+    for k, n in enumerate(noises):
+        own = images[k * num_images : (k + 1) * num_images]
+        results.append(
+            BlendResult(
+                prompt_1=own[0],
+                prompt_2=own[1],
+                blends=dict(zip(methods, own[2:])),
+                settings={**settings, "seed": n.seed, "noise": n.source},
+            )
+        )
+    return results
 
 
 def _interpolate(embeds_1: torch.Tensor, embeds_2: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

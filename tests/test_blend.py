@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from blending import METHODS, blend
+from blending import METHODS, blend, blend_seeds
 from blending.attention import cross_attention_layout
 
 from .conftest import STEPS
@@ -191,3 +191,21 @@ def test_cross_attention_layout_is_in_forward_order(pipe):
     assert parts == sorted(parts, key=["down_blocks", "mid_block", "up_blocks"].index)
     assert layout.num_encoder_layers == parts.count("down_blocks") + parts.count("mid_block")
     assert all(name.endswith("attn2.processor") for name in layout.names)
+
+
+def test_blend_seeds_gives_what_blend_gives_for_each_seed(pipe):
+    together = blend_seeds(pipe, "lion", "cat", ALL, 0.5, seeds=[3, 21], num_inference_steps=STEPS,
+                           output_type="np", progress=False)  # fmt: skip
+    for seed, result in zip([3, 21], together):
+        alone = run(pipe, seed=seed)
+        assert result.settings["seed"] == seed
+        assert close(result.prompt_1, alone.prompt_1) and close(result.prompt_2, alone.prompt_2)
+        for method in ALL:
+            assert close(result.blends[method], alone.blends[method]), (seed, method)
+    assert not close(together[0].prompt_1, together[1].prompt_1, 1e-3)
+
+
+def test_blend_seeds_checks_its_seeds(sd1_pipe):
+    for seeds in ([], [1, -1], 5):
+        with pytest.raises(ValueError, match="seed"):
+            blend_seeds(sd1_pipe, "lion", "cat", seeds=seeds)
