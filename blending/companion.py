@@ -48,8 +48,10 @@ def provenance(pipe):
         return HTML(
             '<div class="admonition warning"><p class="admonition-title">Smoke test, not the paper\'s results</p>'
             f"<p>{drawn_by} The pictures on this page come from the small model that ships with the "
-            "package, so that every page builds offline on a CPU: they check the machinery, not "
-            "what blending does in Stable Diffusion. To draw them with Stable Diffusion v1.4, run "
+            "package, trained on a toy world of coloured shapes (see <em>A controlled world</em>), so "
+            "that every page builds offline on a CPU. It does not know lions or cats: these pictures "
+            "check the machinery, they are not what blending does in Stable Diffusion. To draw them "
+            "with Stable Diffusion v1.4, run "
             f"<code>{REGENERATE_WITH_SD}</code> on a GPU machine (see <em>Reproducing on a GPU</em>).</p></div>"
         )
     return HTML(f'<div class="admonition note"><p class="admonition-title">Model</p><p>{drawn_by}</p></div>')

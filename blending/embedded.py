@@ -1,22 +1,15 @@
-"""Tiny Stable-Diffusion-shaped models built in code, and the embedded model that ships as files.
+"""Tiny Stable-Diffusion-shaped pipelines with random weights, built in code, for tests.
 
-The embedded model (``load_pipeline("embedded")``) is an SD-1.x-shaped pipeline with fixed random
-weights: it draws noise, not pictures, but it runs every method on any machine, and it loads
-through the same ``from_pretrained`` code as a real checkpoint. Rebuild its files with
-``python -m blending.embedded``.
+They draw noise, not pictures, but they exercise every method on two U-Net shapes in a fraction
+of a second. (The embedded model that ships with the package is trained: see
+:mod:`blending.toy.train`.)
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-from pathlib import Path
-
 import torch
 
-__all__ = ["tiny_pipeline", "tiny_tokenizer", "write_embedded_model"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SD_SCHEDULER_CONFIG", "byte_level_alphabet", "small_text_encoder", "tiny_pipeline", "tiny_tokenizer"]
 
 # The noise schedule Stable Diffusion v1.x was trained with.
 SD_SCHEDULER_CONFIG = dict(
@@ -24,7 +17,7 @@ SD_SCHEDULER_CONFIG = dict(
 )
 
 
-def _byte_level_alphabet() -> list[str]:
+def byte_level_alphabet() -> list[str]:
     """The 256 characters that byte-level BPE (GPT-2, CLIP) uses for the 256 byte values."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     others = [b for b in range(256) if b not in printable]
@@ -36,12 +29,32 @@ def tiny_tokenizer(model_max_length: int = 77):
     """A CLIP tokenizer whose vocabulary is the byte alphabet: every word is spelled out."""
     from transformers import CLIPTokenizer
 
-    alphabet = _byte_level_alphabet()
+    alphabet = byte_level_alphabet()
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
         for char in alphabet:
             vocab[char + suffix] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def small_text_encoder(tokenizer, width: int):
+    """A 2-layer CLIP text encoder of ``width`` over ``tokenizer``'s vocabulary and window."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            projection_dim=width,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
 
 
 def tiny_pipeline(variant: str = "sd1", seed: int = 0):
@@ -51,8 +64,6 @@ def tiny_pipeline(variant: str = "sd1", seed: int = 0):
     SD 2.x's (linear projections, per-block head dims, a wider text encoder). 64x64 images.
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     if variant not in ("sd1", "sd2"):
         raise ValueError(f"variant must be 'sd1' or 'sd2', got {variant!r}")
     sd2 = variant == "sd2"
@@ -86,20 +97,7 @@ def tiny_pipeline(variant: str = "sd1", seed: int = 0):
         sample_size=64,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=text_width,
-            intermediate_size=2 * text_width,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=tokenizer.model_max_length,
-            projection_dim=text_width,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = small_text_encoder(tokenizer, text_width)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -110,24 +108,3 @@ def tiny_pipeline(variant: str = "sd1", seed: int = 0):
         feature_extractor=None,
         requires_safety_checker=False,
     )
-
-
-def write_embedded_model(folder: Path | None = None) -> Path:
-    """Write the embedded model's files (safetensors weights, configs, tokenizer) to ``folder``.
-
-    ``folder`` defaults to the package's own copy, which ``load_pipeline("embedded")`` reads.
-    """
-    from .loading import EMBEDDED_PATH
-
-    folder = EMBEDDED_PATH if folder is None else folder
-    pipe = tiny_pipeline("sd1", seed=0)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    logger.info("wrote the embedded model to %s", folder)
-    return folder
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="folder to write (default: the package's)")
-    logging.basicConfig(level=logging.INFO)
-    write_embedded_model(parser.parse_args().out)

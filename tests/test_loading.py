@@ -67,3 +67,20 @@ def test_an_uncached_repo_id_offline_gives_a_short_error(monkeypatch, tmp_path):
     assert f"hf download {model}" in message
     assert "\n" not in message and len(message) < 600
     assert caught.value.__suppress_context__  # no chained trace from inside the hub client
+
+
+def test_the_speed_options_keep_the_images(embedded):
+    before = blend(embedded, "a red circle", "a blue star", num_inference_steps=STEPS, output_type="np", progress=False)
+    pipe = load_pipeline("embedded", channels_last=True)
+    pipe.set_progress_bar_config(disable=True)
+    after = blend(pipe, "a red circle", "a blue star", num_inference_steps=STEPS, output_type="np", progress=False)
+    for method in before.blends:
+        assert np.abs(before.blends[method] - after.blends[method]).max() < 1e-3, method  # another kernel order
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_compiled_unet_keeps_its_cross_attention_layout(embedded):
+    from blending.attention import cross_attention_layout
+
+    compiled = torch.compile(embedded.unet)  # compiles lazily: nothing runs here
+    assert cross_attention_layout(compiled) == cross_attention_layout(embedded.unet)
