@@ -24,7 +24,7 @@ _FORWARD_ORDER = ("down_blocks.", "mid_block.", "up_blocks.")
 
 def cross_attention_layout(unet: torch.nn.Module) -> CrossAttentionLayout:
     """The cross-attention layers of a diffusers ``UNet2DConditionModel``, in forward order."""
-    modules = dict(unet.named_modules())
+    modules = dict(getattr(unet, "_orig_mod", unet).named_modules())  # a torch.compile'd U-Net wraps the module
     grouped: dict[str, list[str]] = {part: [] for part in _FORWARD_ORDER}
     for name in unet.attn_processors:
         module = modules[name.removesuffix(".processor")]

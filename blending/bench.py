@@ -1,0 +1,321 @@
+"""Benchmark one full comparison (2 plain images + 4 blends) against stock diffusers.
+
+``python -m blending.bench`` measures, in one process and alternating the contenders, the median
+of several runs after a warm-up:
+
+1. U-Net work: the batch rows that go through the U-Net for one comparison, against the minimum
+   (6 images x steps x 2 for classifier-free guidance) and the authors' strategy (every blend
+   regenerates both plain images; SWITCH's blend shares the steps before its switch);
+2. wall time of :func:`blending.blend` against stock ``StableDiffusionPipeline`` calls, one per
+   image, with the same embeddings, callbacks and attention processors (the same images);
+3. peak memory of both (CUDA: ``max_memory_allocated``; CPU: peak resident memory of a fresh
+   process per contender).
+
+On the CPU the model is Stable Diffusion v1.4's architecture at a tenth of its width with random
+weights (``--width-divisor``), at 128x128; with ``--device cuda`` it is the full architecture at
+512x512 in float16.
+Results go to ``--out`` as JSON and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .attention import cross_attention_layout, row_conditioning
+from .loading import optimize_unet
+from .methods import METHODS, Schedule, default_switch_step, plain
+from .pipeline import _interpolate, _layer_replacements, blend, library_versions
+
+__all__ = ["authors_unet_rows", "build_sd_shaped_pipeline", "count_unet_rows", "main", "stock_one_at_a_time"]
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURE = Path(__file__).parent / "models" / "sd-v1-4-architecture.json"
+PROMPTS = ("lion", "cat")
+#: Dense fp16/bf16 tensor-core peaks (TFLOP/s), for the fraction of peak reached.
+PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+# -- counting ---------------------------------------------------------------------------------
+
+
+def count_unet_rows(unet: torch.nn.Module, run) -> int:
+    """The batch rows that go through ``unet`` while ``run()`` runs."""
+    rows = []
+    handle = unet.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return sum(rows)
+
+
+def authors_unet_rows(num_inference_steps: int, methods=tuple(METHODS), ratio: float = 0.5, guidance: bool = True) -> int:
+    """U-Net rows of the authors' strategy: per method, prompt 1, prompt 2 and the blend anew.
+
+    SWITCH's blend is prompt 1's trajectory until the switch, so only its steps after the switch
+    are extra.
+    """
+    per_step = 2 if guidance else 1
+    steps = 0
+    for method in methods:
+        blend_steps = num_inference_steps
+        if method == "switch":
+            blend_steps -= default_switch_step(ratio, num_inference_steps)
+        steps += 2 * num_inference_steps + blend_steps
+    return steps * per_step
+
+
+# -- the stock contender ----------------------------------------------------------------------
+
+
+def _stock_image(pipe, schedule: Schedule, layout, embeds, negative, seed, num_inference_steps, guidance_scale, height, width, output_type):
+    """One image by one stock ``StableDiffusionPipeline`` call that follows ``schedule``.
+
+    The step weights become prompt embeddings swapped in by ``callback_on_step_end``; layer
+    weights become the same attention processors :func:`blending.blend` uses.
+    """
+    embeds_1, embeds_2 = embeds
+    step_weights = torch.tensor(schedule.step_weights, dtype=embeds_1.dtype, device=embeds_1.device)
+    guided = guidance_scale > 1
+
+    def next_embeds(pipe, step, timestep, tensors):
+        if step + 1 < num_inference_steps and step_weights[step + 1] != step_weights[step]:
+            conditional = _interpolate(embeds_1, embeds_2, step_weights[step + 1 : step + 2])
+            return {"prompt_embeds": torch.cat([negative, conditional]) if guided else conditional}
+        return {}
+
+    replacements = _layer_replacements([schedule], layout, embeds_1, embeds_2, 1 if guided else 0)
+    with row_conditioning(pipe.unet, replacements):
+        return pipe(
+            prompt_embeds=_interpolate(embeds_1, embeds_2, step_weights[:1]),
+            negative_prompt_embeds=negative,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            output_type=output_type,
+            callback_on_step_end=next_embeds,
+        ).images[0]
+
+
+@torch.no_grad()
+def stock_one_at_a_time(
+    pipe, prompt_1, prompt_2, methods=tuple(METHODS), ratio=0.5, *, seed=0, num_inference_steps=25,
+    guidance_scale=7.5, height=None, width=None, output_type="pil",
+) -> dict[str, object]:  # fmt: skip
+    """The images of one comparison, each by its own stock pipeline call (the baseline)."""
+    device = pipe._execution_device
+    prompt_embeds, negative_embeds = pipe.encode_prompt([prompt_1, prompt_2], device, 1, guidance_scale > 1)
+    embeds = (prompt_embeds[:1], prompt_embeds[1:])
+    negative = None if negative_embeds is None else negative_embeds[:1]
+    layout = cross_attention_layout(pipe.unet)
+    schedules = {"prompt_1": plain(0.0, num_inference_steps), "prompt_2": plain(1.0, num_inference_steps)}
+    schedules |= {m: METHODS[m](ratio, num_inference_steps, layout, None) for m in methods}
+    return {
+        name: _stock_image(pipe, s, layout, embeds, negative, seed, num_inference_steps, guidance_scale, height, width, output_type)
+        for name, s in schedules.items()
+    }
+
+
+# -- the benchmark model ----------------------------------------------------------------------
+
+
+def build_sd_shaped_pipeline(width_divisor: int = 1, dtype=torch.float32, device="cpu", seed: int = 0):
+    """Stable Diffusion v1.4's architecture with random weights, its widths divided by ``width_divisor``.
+
+    Divisor 1 is the real size (859.5M U-Net parameters). Timing needs no real weights; the text
+    encoder keeps SD's width (768) but has 2 layers and a byte-level vocabulary.
+    """
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .embedded import tiny_tokenizer
+
+    def narrow(channels):  # a multiple of the 32 normalisation groups, at least one group
+        return [max(32, c // width_divisor // 32 * 32) for c in channels]
+
+    config = json.loads(ARCHITECTURE.read_text())
+    unet_config = dict(config["unet"], block_out_channels=narrow(config["unet"]["block_out_channels"]))
+    vae_config = dict(config["vae"], block_out_channels=narrow(config["vae"]["block_out_channels"]))
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(**vae_config),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**dict(
+            config["text_encoder"], num_hidden_layers=2, vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ))),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet_config),
+        scheduler=UniPCMultistepScheduler.from_config(config["scheduler"]),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.register_to_config(_name_or_path=f"sd-v1-4-architecture/{width_divisor} (random weights)")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=dtype)
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def _contenders(pipe, settings):
+    return {
+        "blending.blend (one batch)": lambda: blend(pipe, *PROMPTS, progress=False, **settings),
+        "stock, one call per image": lambda: stock_one_at_a_time(pipe, *PROMPTS, **settings),
+    }
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _resident_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith(field)).split()[1])
+
+
+def _peak_rss_probe(queue, name, width_divisor, settings):
+    """In a fresh process: peak resident memory of one run beyond what the loaded model holds."""
+    pipe = build_sd_shaped_pipeline(width_divisor)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # reset the peak (VmHWM) to the current resident size: building the model is not the run
+    loaded = _resident_kb("VmRSS:")
+    _contenders(pipe, settings)[name]()
+    queue.put(_resident_kb("VmHWM:") - loaded)
+
+
+def measure(pipe, settings: dict, runs: int, width_divisor: int | None) -> dict:
+    device = pipe._execution_device
+    contenders = _contenders(pipe, settings)
+    steps = settings["num_inference_steps"]
+    results = {"unet_rows": {}, "seconds": {}, "peak_memory_mb": {}}
+    for name, run in contenders.items():
+        results["unet_rows"][name] = count_unet_rows(pipe.unet, run)  # also the warm-up
+    results["unet_rows"]["minimum (6 images)"] = 6 * steps * 2
+    results["unet_rows"]["authors' strategy"] = authors_unet_rows(steps)
+    times = {name: [] for name in contenders}
+    for _ in range(runs):  # alternate, so that drift hits both alike
+        for name, run in contenders.items():
+            _synchronize(device)
+            started = time.perf_counter()
+            run()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    results["seconds"] = {name: statistics.median(t) for name, t in times.items()}
+    results["all_seconds"] = times
+    for name, run in contenders.items():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            run()
+            results["peak_memory_mb"][name] = torch.cuda.max_memory_allocated() / 2**20
+        elif width_divisor is not None:
+            context = multiprocessing.get_context("spawn")
+            queue = context.Queue()
+            probe = context.Process(target=_peak_rss_probe, args=(queue, name, width_divisor, settings))
+            probe.start()
+            results["peak_memory_mb"][name] = queue.get() / 1024
+            probe.join()
+    return results
+
+
+def _table(report: dict) -> str:
+    r = report["results"]
+    names = list(r["seconds"])
+    lines = [
+        f"**{report['model']}**, {report['settings']['height']}x{report['settings']['width']}, "
+        f"{report['settings']['num_inference_steps']} steps, {report['dtype']}, on {report['device_name']} "
+        f"({report['date']}; median of {report['runs']} runs after a warm-up)",
+        "",
+        "| contender | U-Net rows | seconds per comparison | images per second | peak memory (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in names:
+        memory = r["peak_memory_mb"].get(name)
+        lines.append(
+            f"| {name} | {r['unet_rows'][name]} | {r['seconds'][name]:.2f} | {6 / r['seconds'][name]:.2f} | "
+            f"{'n/a' if memory is None else f'{memory:.0f}'} |"
+        )
+    for name in ("minimum (6 images)", "authors' strategy"):
+        lines.append(f"| {name} | {r['unet_rows'][name]} | | | |")
+    speedup = r["seconds"][names[1]] / r["seconds"][names[0]]
+    lines += ["", f"Speed-up of one batch over one call per image: **{speedup:.2f}x**."]
+    if "tflops" in r:
+        lines.append(f"U-Net throughput: {r['tflops']:.0f} TFLOP/s, {100 * r['fraction_of_peak']:.0f}% of the GPU's dense fp16 peak.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blending.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small model and 3 runs: under 2 minutes on 2 CPU cores")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per contender (default 5; 3 with --quick)")
+    parser.add_argument("--width-divisor", type=int, default=None, help="divide SD's widths (default: 10 on cpu, 1 on cuda)")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: 128 on cpu, 64 with --quick, 512 on cuda)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for the U-Net")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for the JSON and markdown results")
+    parser.add_argument("--name", default=None, help="file name of the results (default: from the device and options)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    divisor = args.width_divisor or (1 if on_gpu else 10)
+    size = args.size or (512 if on_gpu else 64 if args.quick else 128)
+    runs = args.runs or (3 if args.quick else 5)
+    dtype = torch.float16 if on_gpu else torch.float32
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    pipe = build_sd_shaped_pipeline(divisor, dtype, device)
+    optimize_unet(pipe, channels_last=args.channels_last, compile=args.compile)
+    settings = {"seed": 0, "num_inference_steps": args.steps, "guidance_scale": 7.5, "height": size, "width": size, "output_type": "np"}
+    logger.info("benchmarking %s at %dx%d on %s", pipe.name_or_path, size, size, device)
+    results = measure(pipe, settings, runs, None if on_gpu else divisor)
+    if on_gpu:
+        rows = results["unet_rows"]["blending.blend (one batch)"]
+        flop = rows * 0.677e12 * (size / 512) ** 2 * (1 if divisor == 1 else float("nan"))
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), float("nan"))
+        results["tflops"] = flop / results["seconds"]["blending.blend (one batch)"] / 1e12
+        results["fraction_of_peak"] = results["tflops"] / peak
+    report = {
+        "model": pipe.name_or_path,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if on_gpu else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "dtype": str(dtype).removeprefix("torch."),
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": runs,
+        "options": {"compile": args.compile, "channels_last": args.channels_last, "quick": args.quick},
+        "settings": settings,
+        "versions": library_versions(),
+        "results": results,
+    }
+    table = _table(report)
+    sys.stdout.write(table)  # the command prints the table
+    name = args.name or f"{'gpu' if on_gpu else 'cpu'}{'-quick' if args.quick else ''}{'-compile' if args.compile else ''}{'-channels-last' if args.channels_last else ''}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(table)
+    logger.info("wrote %s/%s.json and .md", args.out, name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
