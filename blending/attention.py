@@ -14,9 +14,9 @@ from typing import Iterator, Mapping
 
 import torch
 
-from .methods import CrossAttentionLayout
+from .methods import CrossAttentionLayout, Schedule
 
-__all__ = ["RowConditioningProcessor", "cross_attention_layout", "row_conditioning"]
+__all__ = ["RowConditioningProcessor", "cross_attention_layout", "interpolate", "layer_replacements", "row_conditioning"]
 
 # Where each part of the U-Net sits in its forward pass.
 _FORWARD_ORDER = ("down_blocks.", "mid_block.", "up_blocks.")
@@ -80,3 +80,28 @@ def row_conditioning(unet: torch.nn.Module, replacements: Mapping[str, tuple[tor
     finally:
         # set_attn_processor empties the dict it is given, hence the copy
         unet.set_attn_processor(dict(original))
+
+
+def interpolate(embeds_1: torch.Tensor, embeds_2: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rows of ``(1 - w) * embeds_1 + w * embeds_2``, one per weight; exact at w = 0 and w = 1."""
+    weights = weights[:, None, None]
+    return (1 - weights) * embeds_1 + weights * embeds_2
+
+
+def layer_replacements(
+    schedules: list[Schedule], layout: CrossAttentionLayout, embeds_1: torch.Tensor, embeds_2: torch.Tensor, first_row: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """For :func:`row_conditioning`: per cross-attention layer, the rows whose text states it replaces.
+
+    ``schedules`` are those of the batch's conditional rows, which start at row ``first_row``
+    (after the unconditional rows under classifier-free guidance). Only schedules with
+    ``layer_weights`` (UNET blends) get replacements.
+    """
+    layered = [(first_row + j, s.layer_weights) for j, s in enumerate(schedules) if s.layer_weights is not None]
+    if not layered:
+        return {}
+    rows = torch.tensor([row for row, _ in layered], device=embeds_1.device)
+    return {
+        name: (rows, interpolate(embeds_1, embeds_2, torch.tensor([w[layer] for _, w in layered], dtype=embeds_1.dtype, device=embeds_1.device)))
+        for layer, name in enumerate(layout.names)
+    }

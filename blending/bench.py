@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from .attention import cross_attention_layout, row_conditioning
+from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
 from .loading import optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
-from .pipeline import _interpolate, _layer_replacements, blend, library_versions
+from .pipeline import blend, library_versions
 
 __all__ = ["authors_unet_rows", "build_sd_shaped_pipeline", "count_unet_rows", "main", "stock_one_at_a_time"]
 
@@ -91,14 +91,14 @@ def _stock_image(pipe, schedule: Schedule, layout, embeds, negative, seed, num_i
 
     def next_embeds(pipe, step, timestep, tensors):
         if step + 1 < num_inference_steps and step_weights[step + 1] != step_weights[step]:
-            conditional = _interpolate(embeds_1, embeds_2, step_weights[step + 1 : step + 2])
+            conditional = interpolate(embeds_1, embeds_2, step_weights[step + 1 : step + 2])
             return {"prompt_embeds": torch.cat([negative, conditional]) if guided else conditional}
         return {}
 
-    replacements = _layer_replacements([schedule], layout, embeds_1, embeds_2, 1 if guided else 0)
+    replacements = layer_replacements([schedule], layout, embeds_1, embeds_2, 1 if guided else 0)
     with row_conditioning(pipe.unet, replacements):
         return pipe(
-            prompt_embeds=_interpolate(embeds_1, embeds_2, step_weights[:1]),
+            prompt_embeds=interpolate(embeds_1, embeds_2, step_weights[:1]),
             negative_prompt_embeds=negative,
             generator=torch.Generator("cpu").manual_seed(seed),
             num_inference_steps=num_inference_steps,

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import numbers
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from tqdm.auto import tqdm
 
-from .attention import cross_attention_layout, row_conditioning
-from .methods import METHODS, Schedule, default_switch_step, plain
+from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
+from .methods import METHODS, CrossAttentionLayout, Schedule, default_switch_step, plain
 
-__all__ = ["BlendResult", "OUTPUT_TYPES", "blend", "blend_seeds", "library_versions"]
+__all__ = ["BlendResult", "BlendSettings", "OUTPUT_TYPES", "blend", "blend_seeds", "check_inputs", "check_pipeline", "library_versions"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,77 +56,134 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def check_inputs(
-    pipe,
-    prompt_1,
-    prompt_2,
-    methods,
-    ratio,
-    seed,
-    generator,
-    latents,
-    num_inference_steps,
-    height,
-    width,
-    negative_prompt,
-    switch_step,
-    output_type,
-) -> None:
+@dataclass(frozen=True)
+class BlendSettings:
+    """What shapes a comparison besides its initial noise: the keyword arguments of :func:`blend`.
+
+    ``max_batch_size`` is the most images denoised together in one U-Net call (classifier-free
+    guidance then doubles the rows); ``None`` puts every image of the call in one batch.
+    """
+
+    prompt_1: str
+    prompt_2: str
+    methods: tuple[str, ...] = tuple(METHODS)
+    ratio: float = 0.5
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+    switch_step: int | None = None
+    output_type: str = "pil"
+    max_batch_size: int | None = None
+
+    @property
+    def images_per_comparison(self) -> int:
+        """Both plain images and one blend per method."""
+        return 2 + len(self.methods)
+
+
+def check_pipeline(pipe) -> None:
+    """Raise a ``ValueError`` naming ``pipe`` unless the methods can run on it.
+
+    Supported: ``StableDiffusionPipeline`` (SD 1.x and 2.x, text to image, epsilon or v
+    prediction) with a scheduler that evaluates the U-Net once per step.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    supported = "a StableDiffusionPipeline (Stable Diffusion 1.x/2.x, text to image)"
+    if not isinstance(pipe, StableDiffusionPipeline):
+        raise ValueError(f"pipe must be {supported}, got {type(pipe).__name__}")
+    unet = pipe.unet.config
+    if unet.in_channels != pipe.vae.config.latent_channels:
+        raise ValueError(
+            f"pipe: its U-Net takes {unet.in_channels} input channels, not the VAE's {pipe.vae.config.latent_channels} "
+            f"(an inpainting U-Net?); blending needs {supported}"
+        )
+    for key in ("addition_embed_type", "class_embed_type", "time_cond_proj_dim"):
+        if getattr(unet, key, None) is not None:
+            raise ValueError(
+                f"pipe: its U-Net expects conditioning besides the text ({key}={getattr(unet, key)!r}, "
+                f"as SDXL's addition_embed_type='text_time'); blending needs {supported}"
+            )
+    scheduler = type(pipe.scheduler).__name__
+    if getattr(pipe.scheduler, "order", 1) != 1:
+        raise ValueError(
+            f"pipe: its scheduler {scheduler} evaluates the U-Net {pipe.scheduler.order} times per step; blending "
+            "needs one evaluation per step (UniPC, DDIM, PNDM, LMS, Euler, DPM-Solver++, ...)"
+        )
+
+
+def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> None:
     """Raise a ``ValueError`` naming the parameter for any input :func:`blend` cannot honour."""
-    for name, prompt in (("prompt_1", prompt_1), ("prompt_2", prompt_2)):
+    check_pipeline(pipe)
+    s = settings
+    for name, prompt in (("prompt_1", s.prompt_1), ("prompt_2", s.prompt_2)):
         if not isinstance(prompt, str):
             raise ValueError(f"{name} must be a string, got {type(prompt).__name__}")
-    if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}")
-    if isinstance(methods, str) or not isinstance(methods, Sequence):
-        raise ValueError(f"methods must be a sequence of method names such as ('switch',), got {methods!r}")
-    if len(methods) == 0:
+    if s.negative_prompt is not None and not isinstance(s.negative_prompt, str):
+        raise ValueError(f"negative_prompt must be a string or None, got {type(s.negative_prompt).__name__}")
+    if isinstance(s.methods, str) or not isinstance(s.methods, Sequence):
+        raise ValueError(f"methods must be a sequence of method names such as ('switch',), got {s.methods!r}")
+    if len(s.methods) == 0:
         raise ValueError(f"methods must name at least one of {list(METHODS)}")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in s.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"methods: unknown method {unknown[0]!r}; choose from {list(METHODS)}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods must not repeat a method, got {list(methods)}")
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 1:
-        raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
-    if switch_step is not None:
-        if "switch" not in methods:
+    if len(set(s.methods)) != len(s.methods):
+        raise ValueError(f"methods must not repeat a method, got {list(s.methods)}")
+    if isinstance(s.ratio, bool) or not isinstance(s.ratio, numbers.Real) or not 0 <= s.ratio <= 1:
+        raise ValueError(f"ratio must be a number in [0, 1], got {s.ratio!r}")
+    steps = s.num_inference_steps
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
+    if isinstance(s.guidance_scale, bool) or not isinstance(s.guidance_scale, numbers.Real):
+        raise ValueError(f"guidance_scale must be a number, got {s.guidance_scale!r}")
+    if s.switch_step is not None:
+        if "switch" not in s.methods:
             raise ValueError("switch_step is only used by the 'switch' method, which methods does not include")
-        if (
-            isinstance(switch_step, bool)
-            or not isinstance(switch_step, numbers.Integral)
-            or not 0 <= switch_step <= num_inference_steps
-        ):
-            raise ValueError(
-                f"switch_step must be an integer in [0, num_inference_steps={num_inference_steps}], got {switch_step!r}"
-            )
-    for name, size in (("height", height), ("width", width)):
+        if isinstance(s.switch_step, bool) or not isinstance(s.switch_step, numbers.Integral) or not 0 <= s.switch_step <= steps:
+            raise ValueError(f"switch_step must be an integer in [0, num_inference_steps={steps}], got {s.switch_step!r}")
+    for name, size in (("height", s.height), ("width", s.width)):
         if size is None:
             continue
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0 or size % pipe.vae_scale_factor:
             raise ValueError(f"{name} must be a positive multiple of {pipe.vae_scale_factor}, got {size!r}")
+    if s.output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {s.output_type!r}")
+    if s.max_batch_size is not None and (
+        isinstance(s.max_batch_size, bool) or not isinstance(s.max_batch_size, numbers.Integral) or s.max_batch_size < 1
+    ):
+        raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {s.max_batch_size!r}")
+    if callback_on_step_end is not None and s.max_batch_size is not None and s.max_batch_size < s.images_per_comparison:
+        raise ValueError(
+            f"max_batch_size must be at least {s.images_per_comparison} (the images of one comparison) when "
+            f"callback_on_step_end is given, which sees the whole comparison at every step; got {s.max_batch_size}"
+        )
     if seed is not None and generator is not None:
         raise ValueError("seed and generator are alternatives: pass one of them, not both")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED
-    ):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED):
         raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be one torch.Generator, got {type(generator).__name__}")
     if latents is not None:
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         expected = (
             1,
             pipe.unet.config.in_channels,
-            (height or pipe.unet.config.sample_size * pipe.vae_scale_factor) // pipe.vae_scale_factor,
-            (width or pipe.unet.config.sample_size * pipe.vae_scale_factor) // pipe.vae_scale_factor,
+            (s.height or size) // pipe.vae_scale_factor,
+            (s.width or size) // pipe.vae_scale_factor,
         )
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"latents must be a tensor of shape {expected}, got {shape}")
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+    # PNDM evaluates its first step twice; any other extra evaluation has no step to follow
+    num_calls = len(retrieve_timesteps(pipe.scheduler, steps, pipe._execution_device)[0])
+    if num_calls not in (steps, steps + 1):
+        raise ValueError(
+            f"pipe: its scheduler {type(pipe.scheduler).__name__} makes {num_calls} U-Net calls for {steps} steps; "
+            "blending needs one call per step"
+        )
 
 
 @torch.no_grad()
@@ -134,7 +191,7 @@ def blend(
     pipe,
     prompt_1: str,
     prompt_2: str,
-    methods: Sequence[str] = ("textual", "switch", "unet", "alternate"),
+    methods: Sequence[str] = tuple(METHODS),
     ratio: float = 0.5,
     *,
     seed: int | None = None,
@@ -147,52 +204,59 @@ def blend(
     negative_prompt: str | None = None,
     switch_step: int | None = None,
     output_type: str = "pil",
+    max_batch_size: int | None = None,
     progress: bool = True,
     callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
 ) -> BlendResult:
     """Blend two prompts with each of ``methods``, beside the two plain images.
 
     Args:
-        pipe: a ``StableDiffusionPipeline`` (see :func:`blending.load_pipeline`).
+        pipe: a ``StableDiffusionPipeline`` (see :func:`blending.load_pipeline`); any scheduler
+            that evaluates the U-Net once per step.
         prompt_1, prompt_2: the two concepts, e.g. ``"lion"`` and ``"cat"``.
         methods: names from :data:`blending.METHODS`, in the order wanted in the result.
         ratio: the weight of prompt 2 for every method, in [0, 1]. 0 gives exactly prompt 1's
             image, 1 exactly prompt 2's; 0.5 is the paper's setting.
-        seed: seed of the CPU ``torch.Generator`` that draws the initial noise, as
+        seed: seed of the CPU ``torch.Generator`` that draws the noise, as
             ``StableDiffusionPipeline`` draws it for one image; 0 when neither ``seed`` nor
             ``generator`` is given.
         generator: a ``torch.Generator`` to draw the noise with, instead of ``seed``.
-        latents: the initial noise itself, of shape ``1 x C x H/f x W/f``; overrides both.
+        latents: the initial noise itself, of shape ``1 x C x H/f x W/f``. The noise that
+            stochastic schedulers add at each step still comes from ``generator`` or ``seed``
+            (0 by default), never from torch's global random state.
         num_inference_steps, guidance_scale, height, width, negative_prompt: as in
             ``StableDiffusionPipeline``; the paper uses 25 steps, guidance 7.5 and 512x512.
         switch_step: SWITCH's number of prompt-1 steps; defaults to
             ``round(num_inference_steps * (1 - ratio))``.
         output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``, as in diffusers.
+        max_batch_size: the most images denoised together in one U-Net call (and decoded in one
+            VAE call), before classifier-free guidance doubles the rows. ``None``: all
+            ``2 + len(methods)`` at once. Smaller batches run one after the other and give the
+            same images (to float tolerance) in less memory.
         progress: show a progress bar (the pipeline's, configured by
             ``pipe.set_progress_bar_config``).
-        callback_on_step_end: called after every step as diffusers calls it,
-            ``callback(pipe, step, timestep, {"latents": latents})``, where ``latents`` holds one
+        callback_on_step_end: called after every U-Net call as diffusers calls it,
+            ``callback(pipe, i, timestep, {"latents": latents})``, where ``latents`` holds one
             row per image (prompt 1, prompt 2, then the blends); a returned ``"latents"``
-            replaces them.
+            replaces them. Needs the whole comparison in one batch.
 
     Every image starts from the same initial noise and all of them are denoised together as one
     batch: one U-Net evaluation per step covers the whole comparison, classifier-free guidance
-    included.
+    included. Stochastic schedulers (Euler ancestral, DDPM, SDE solvers) add the same noise to
+    every image of the comparison: the noise stock diffusers adds to its one image.
     """
     # 1. Check inputs, before any work
-    check_inputs(
-        pipe, prompt_1, prompt_2, methods, ratio, seed, generator, latents,
-        num_inference_steps, height, width, negative_prompt, switch_step, output_type,
+    settings = BlendSettings(
+        prompt_1, prompt_2, methods, ratio, num_inference_steps, guidance_scale, height, width,
+        negative_prompt, switch_step, output_type, max_batch_size,
     )  # fmt: skip
+    check_inputs(pipe, settings, seed, generator, latents, callback_on_step_end)
+    settings = replace(settings, methods=tuple(methods))
     noise_source = "latents" if latents is not None else "generator" if generator is not None else "seed"
-    if noise_source == "seed":
+    if generator is None:
         seed = 0 if seed is None else seed
         generator = torch.Generator("cpu").manual_seed(seed)
-    (result,) = _blend(
-        pipe, prompt_1, prompt_2, tuple(methods), ratio, [_Noise(seed, noise_source, generator, latents)],
-        num_inference_steps, guidance_scale, height, width, negative_prompt, switch_step, output_type,
-        progress, callback_on_step_end,
-    )  # fmt: skip
+    (result,) = _blend(pipe, settings, [_Noise(seed, noise_source, generator, latents)], progress, callback_on_step_end)
     return result
 
 
@@ -201,7 +265,7 @@ def blend_seeds(
     pipe,
     prompt_1: str,
     prompt_2: str,
-    methods: Sequence[str] = ("textual", "switch", "unet", "alternate"),
+    methods: Sequence[str] = tuple(METHODS),
     ratio: float = 0.5,
     *,
     seeds: Sequence[int],
@@ -212,142 +276,121 @@ def blend_seeds(
     negative_prompt: str | None = None,
     switch_step: int | None = None,
     output_type: str = "pil",
+    max_batch_size: int | None = None,
     progress: bool = True,
 ) -> list[BlendResult]:
-    """:func:`blend` for each of ``seeds``, all in one batch; one result per seed.
+    """:func:`blend` for each of ``seeds``, batched together; one result per seed.
 
     Each seed's images are those ``blend(..., seed=seed)`` gives (to float tolerance): the batch
-    only saves U-Net calls, ``len(seeds)`` comparisons in each. Mind the memory: the batch holds
-    ``2 * len(seeds) * (2 + len(methods))`` images under classifier-free guidance.
+    only saves U-Net calls. Mind the memory: without ``max_batch_size``, one batch holds
+    ``len(seeds) * (2 + len(methods))`` images, twice as many U-Net rows under classifier-free
+    guidance; with it, the comparisons run in batches of at most ``max_batch_size`` images.
     """
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
-    for seed in seeds:
-        check_inputs(
-            pipe, prompt_1, prompt_2, methods, ratio, seed, None, None,
-            num_inference_steps, height, width, negative_prompt, switch_step, output_type,
-        )  # fmt: skip
-    noises = [_Noise(seed, "seed", torch.Generator("cpu").manual_seed(seed), None) for seed in seeds]
-    return _blend(
-        pipe, prompt_1, prompt_2, tuple(methods), ratio, noises, num_inference_steps, guidance_scale,
-        height, width, negative_prompt, switch_step, output_type, progress, None,
+    settings = BlendSettings(
+        prompt_1, prompt_2, methods, ratio, num_inference_steps, guidance_scale, height, width,
+        negative_prompt, switch_step, output_type, max_batch_size,
     )  # fmt: skip
+    for seed in seeds:
+        check_inputs(pipe, settings, seed, None, None)
+    settings = replace(settings, methods=tuple(methods))
+    noises = [_Noise(seed, "seed", torch.Generator("cpu").manual_seed(seed), None) for seed in seeds]
+    return _blend(pipe, settings, noises, progress, None)
 
 
 @dataclass(frozen=True)
 class _Noise:
-    """Where one comparison's initial noise comes from."""
+    """Where one comparison's noise comes from: its initial latents and its generator."""
 
     seed: int | None
     source: str  # "seed", "generator" or "latents"
-    generator: torch.Generator | None
+    generator: torch.Generator
     latents: torch.Tensor | None
 
 
-def _blend(
-    pipe, prompt_1, prompt_2, methods, ratio, noises: list[_Noise], num_inference_steps, guidance_scale,
-    height, width, negative_prompt, switch_step, output_type, progress, callback_on_step_end,
-) -> list[BlendResult]:  # fmt: skip
-    """Denoise one comparison (two plain images and the blends) per noise, all in one batch."""
+@dataclass(frozen=True)
+class _TextConditioning:
+    """The encoded prompts every batch of a call shares."""
+
+    embeds_1: torch.Tensor
+    embeds_2: torch.Tensor
+    unconditional: torch.Tensor | None  # None without classifier-free guidance
+    layout: CrossAttentionLayout
+
+
+def _blend(pipe, settings: BlendSettings, noises: list[_Noise], progress: bool, callback_on_step_end) -> list[BlendResult]:
+    """Denoise one comparison (two plain images and the blends) per noise, in batches."""
     # 2. Define call parameters and the schedule of every image: which prompt it sees when
-    height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    s = settings
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    height, width = s.height or size, s.width or size
     device = pipe._execution_device
-    do_classifier_free_guidance = guidance_scale > 1
-    if "switch" in methods and switch_step is None:
-        switch_step = default_switch_step(ratio, num_inference_steps)
+    do_classifier_free_guidance = s.guidance_scale > 1
+    switch_step = s.switch_step
+    if "switch" in s.methods and switch_step is None:
+        switch_step = default_switch_step(s.ratio, s.num_inference_steps)
     layout = cross_attention_layout(pipe.unet)
-    schedules: list[Schedule] = [plain(0.0, num_inference_steps), plain(1.0, num_inference_steps)]
-    schedules += [METHODS[m](ratio, num_inference_steps, layout, switch_step) for m in methods]
-    num_images = len(schedules)
-    schedules = schedules * len(noises)  # rows: the comparison of the first noise, then the next
+    schedules: list[Schedule] = [plain(0.0, s.num_inference_steps), plain(1.0, s.num_inference_steps)]
+    schedules += [METHODS[m](s.ratio, s.num_inference_steps, layout, switch_step) for m in s.methods]
 
     # 3. Encode the prompts; every image shares the unconditional embedding
-    negative = None if negative_prompt is None else [negative_prompt] * 2
+    negative = None if s.negative_prompt is None else [s.negative_prompt] * 2
     prompt_embeds, negative_embeds = pipe.encode_prompt(
-        [prompt_1, prompt_2], device, 1, do_classifier_free_guidance, negative
+        [s.prompt_1, s.prompt_2], device, 1, do_classifier_free_guidance, negative
     )
-    embeds_1, embeds_2 = prompt_embeds[:1], prompt_embeds[1:]
+    text = _TextConditioning(
+        prompt_embeds[:1], prompt_embeds[1:], negative_embeds[:1] if do_classifier_free_guidance else None, layout
+    )
 
     # 4. Prepare timesteps
-    timesteps, _ = retrieve_timesteps(pipe.scheduler, num_inference_steps, device)
-    if len(timesteps) != num_inference_steps:
-        raise ValueError(
-            f"scheduler: {type(pipe.scheduler).__name__} makes {len(timesteps)} U-Net calls for "
-            f"{num_inference_steps} steps; blending needs a scheduler with one call per step"
-        )
+    timesteps, _ = retrieve_timesteps(pipe.scheduler, s.num_inference_steps, device)
 
-    # 5. Prepare each initial noise once, and give every image of its comparison the same
-    noise = torch.cat([
+    # 5. Prepare each comparison's initial noise once; every image of the comparison starts from it
+    initial_noise = [
         pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, prompt_embeds.dtype, device, n.generator, n.latents)
         for n in noises
-    ])  # fmt: skip
-    latents = noise.repeat_interleave(num_images, dim=0)
-    extra_step_kwargs = pipe.prepare_extra_step_kwargs(noises[0].generator, 0.0)
+    ]  # fmt: skip
+    rows = [(k, schedule) for k in range(len(noises)) for schedule in schedules]  # comparison by comparison
 
-    # 6. Per-step and per-layer conditioning
-    step_weights = torch.tensor([s.step_weights for s in schedules], dtype=prompt_embeds.dtype, device=device).T
-    # the conditional rows come after the unconditional ones under guidance
-    first_conditional_row = len(schedules) if do_classifier_free_guidance else 0
-    replacements = _layer_replacements(schedules, layout, embeds_1, embeds_2, first_conditional_row)
-    if do_classifier_free_guidance:
-        unconditional = negative_embeds[:1].expand(len(schedules), -1, -1)
-
-    # 7. Denoising loop
-    bar = pipe.progress_bar(total=num_inference_steps) if progress else tqdm(total=num_inference_steps, disable=True)
-    previous_weights = None
-    with bar, row_conditioning(pipe.unet, replacements):
-        for i, t in enumerate(timesteps):
-            weights = step_weights[i]
-            if previous_weights is None or not torch.equal(weights, previous_weights):
-                conditional = _interpolate(embeds_1, embeds_2, weights)
-                encoder_hidden_states = (
-                    torch.cat([unconditional, conditional]) if do_classifier_free_guidance else conditional
-                )
-                previous_weights = weights
-
-            latent_model_input = torch.cat([latents] * 2) if do_classifier_free_guidance else latents
-            latent_model_input = pipe.scheduler.scale_model_input(latent_model_input, t)
-            noise_pred = pipe.unet(latent_model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-            if do_classifier_free_guidance:
-                noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-                noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-            latents = pipe.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
-
-            if callback_on_step_end is not None:
-                outputs = callback_on_step_end(pipe, i, t, {"latents": latents}) or {}
-                latents = outputs.pop("latents", latents)
-            bar.update()
-
-    # 8. Decode
-    if output_type == "latent":
-        images = list(latents)
-    else:
-        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        images = pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * len(latents))
-        images = list(images)
+    # 6. Denoise and decode in batches of at most max_batch_size images
+    batch_size = s.max_batch_size or len(rows)
+    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    bar = pipe.progress_bar(total=len(timesteps) * len(batches)) if progress else tqdm(disable=True)
+    images = []
+    with bar:
+        for batch in batches:
+            latents = _denoise(
+                pipe,
+                [schedule for _, schedule in batch],
+                torch.cat([initial_noise[k] for k, _ in batch]),
+                [_copy_generator(noises[k].generator) for k, _ in batch],
+                text,
+                s,
+                bar,
+                callback_on_step_end,
+            )
+            images += _decode(pipe, latents, s.output_type)
     pipe.maybe_free_model_hooks()
 
-    settings = {
-        "prompt_1": prompt_1,
-        "prompt_2": prompt_2,
-        "methods": list(methods),
-        "ratio": float(ratio),
-        "seed": None,  # each result's own, below
-        "noise": None,
-        "num_inference_steps": int(num_inference_steps),
-        "guidance_scale": float(guidance_scale),
+    recorded = {
+        **asdict(s),
+        "methods": list(s.methods),
+        "ratio": float(s.ratio),
+        "num_inference_steps": int(s.num_inference_steps),
+        "guidance_scale": float(s.guidance_scale),
         "height": int(height),
         "width": int(width),
-        "negative_prompt": negative_prompt,
         "switch_step": switch_step,
-        "output_type": output_type,
+        "seed": None,  # each result's own, below
+        "noise": None,
         "scheduler": type(pipe.scheduler).__name__,
         "model": pipe.name_or_path,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "device": str(device),
         "versions": library_versions(),
     }
+    num_images = len(schedules)
     results = []
     for k, n in enumerate(noises):
         own = images[k * num_images : (k + 1) * num_images]
@@ -355,30 +398,64 @@ def _blend(
             BlendResult(
                 prompt_1=own[0],
                 prompt_2=own[1],
-                blends=dict(zip(methods, own[2:])),
-                settings={**settings, "seed": n.seed, "noise": n.source},
+                blends=dict(zip(s.methods, own[2:])),
+                settings={**recorded, "seed": n.seed, "noise": n.source},
             )
         )
     return results
 
 
-def _interpolate(embeds_1: torch.Tensor, embeds_2: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Rows of ``(1 - w) * embeds_1 + w * embeds_2``, one per weight; exact at w = 0 and w = 1."""
-    weights = weights[:, None, None]
-    return (1 - weights) * embeds_1 + weights * embeds_2
+def _copy_generator(generator: torch.Generator) -> torch.Generator:
+    """A new generator in the same state: it draws what ``generator`` would draw next."""
+    copy = torch.Generator(generator.device)
+    copy.set_state(generator.get_state())
+    return copy
 
 
-def _layer_replacements(schedules, layout, embeds_1, embeds_2, first_conditional_row):
-    """For each cross-attention layer, the batch rows whose conditioning it must replace."""
-    replacements = {}
-    for layer, name in enumerate(layout.names):
-        rows = [first_conditional_row + j for j, s in enumerate(schedules) if s.layer_weights is not None]
-        if not rows:
-            break
-        weights = torch.tensor(
-            [s.layer_weights[layer] for s in schedules if s.layer_weights is not None],
-            dtype=embeds_1.dtype,
-            device=embeds_1.device,
-        )
-        replacements[name] = (torch.tensor(rows, device=embeds_1.device), _interpolate(embeds_1, embeds_2, weights))
-    return replacements
+def _denoise(pipe, schedules, latents, generators, text: _TextConditioning, settings: BlendSettings, bar, callback_on_step_end):
+    """Denoise one batch of images, each following its schedule, from ``latents``; return the final latents.
+
+    ``generators`` holds one generator per image, each in the state of its comparison's after the
+    initial noise, so that the images of one comparison draw the same per-step noise.
+    """
+    # a fresh set of timesteps also resets the scheduler's state from the batch before
+    timesteps, _ = retrieve_timesteps(pipe.scheduler, settings.num_inference_steps, latents.device)
+    # PNDM evaluates its first step twice: its first two calls belong to step 0
+    num_warmup_calls = len(timesteps) - settings.num_inference_steps
+    step_weights = torch.tensor([s.step_weights for s in schedules], dtype=text.embeds_1.dtype, device=latents.device).T
+    guided = text.unconditional is not None
+    first_conditional_row = len(schedules) if guided else 0  # the conditional rows follow the unconditional ones
+    replacements = layer_replacements(schedules, text.layout, text.embeds_1, text.embeds_2, first_conditional_row)
+    unconditional = text.unconditional.expand(len(schedules), -1, -1) if guided else None
+    extra_step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0)
+
+    previous_weights = None
+    with row_conditioning(pipe.unet, replacements):
+        for i, t in enumerate(timesteps):
+            weights = step_weights[max(0, i - num_warmup_calls)]
+            if previous_weights is None or not torch.equal(weights, previous_weights):
+                conditional = interpolate(text.embeds_1, text.embeds_2, weights)
+                encoder_hidden_states = torch.cat([unconditional, conditional]) if guided else conditional
+                previous_weights = weights
+
+            latent_model_input = torch.cat([latents] * 2) if guided else latents
+            latent_model_input = pipe.scheduler.scale_model_input(latent_model_input, t)
+            noise_pred = pipe.unet(latent_model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+            if guided:
+                noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+                noise_pred = noise_pred_uncond + settings.guidance_scale * (noise_pred_text - noise_pred_uncond)
+            latents = pipe.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+            if callback_on_step_end is not None:
+                outputs = callback_on_step_end(pipe, i, t, {"latents": latents}) or {}
+                latents = outputs.pop("latents", latents)
+            bar.update()
+    return latents
+
+
+def _decode(pipe, latents: torch.Tensor, output_type: str) -> list:
+    """The images of a batch of final latents, in ``output_type``."""
+    if output_type == "latent":
+        return list(latents)
+    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return list(pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * len(latents)))

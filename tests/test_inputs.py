@@ -32,6 +32,10 @@ BAD_INPUTS = [
     ({"output_type": "jpeg"}, "output_type"),
     ({"prompt_1": None}, "prompt_1"),
     ({"negative_prompt": 3}, "negative_prompt"),
+    ({"guidance_scale": "7.5"}, "guidance_scale"),
+    ({"max_batch_size": 0}, "max_batch_size"),
+    ({"max_batch_size": 2.0}, "max_batch_size"),
+    ({"max_batch_size": 4, "callback_on_step_end": lambda *args: {}}, "max_batch_size"),
 ]
 
 
