@@ -34,7 +34,8 @@ import torch
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
 from .loading import optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
-from .pipeline import blend, library_versions
+from . import PAPER_SEEDS
+from .pipeline import blend, blend_seeds, library_versions
 
 __all__ = ["authors_unet_rows", "build_sd_shaped_pipeline", "count_unet_rows", "main", "stock_one_at_a_time"]
 
@@ -132,11 +133,12 @@ def stock_one_at_a_time(
 # -- the benchmark model ----------------------------------------------------------------------
 
 
-def build_sd_shaped_pipeline(width_divisor: int = 1, dtype=torch.float32, device="cpu", seed: int = 0):
+def build_sd_shaped_pipeline(width_divisor: int = 1, dtype=torch.float32, device="cpu", seed: int = 0, full_text_encoder: bool = False):
     """Stable Diffusion v1.4's architecture with random weights, its widths divided by ``width_divisor``.
 
     Divisor 1 is the real size (859.5M U-Net parameters). Timing needs no real weights; the text
-    encoder keeps SD's width (768) but has 2 layers and a byte-level vocabulary.
+    encoder keeps SD's width (768) but has 2 layers and a byte-level vocabulary, unless
+    ``full_text_encoder`` asks for all of SD's layers and its vocabulary's size (for memory).
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -154,7 +156,7 @@ def build_sd_shaped_pipeline(width_divisor: int = 1, dtype=torch.float32, device
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**vae_config),
         text_encoder=CLIPTextModel(CLIPTextConfig(**dict(
-            config["text_encoder"], num_hidden_layers=2, vocab_size=len(tokenizer),
+            config["text_encoder"], **({} if full_text_encoder else {"num_hidden_layers": 2, "vocab_size": len(tokenizer)}),
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         ))),
         tokenizer=tokenizer,
@@ -189,14 +191,29 @@ def _resident_kb(field: str) -> int:
         return int(next(line for line in status if line.startswith(field)).split()[1])
 
 
-def _peak_rss_probe(queue, name, width_divisor, settings):
-    """In a fresh process: peak resident memory of one run beyond what the loaded model holds."""
+def _run_contender(pipe, name, settings):
+    _contenders(pipe, settings)[name]()
+
+
+def _peak_rss_probe(queue, width_divisor, job, *args):
+    """In a fresh process: peak resident memory of ``job(pipe, *args)`` beyond what the loaded model holds."""
     pipe = build_sd_shaped_pipeline(width_divisor)
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the peak (VmHWM) to the current resident size: building the model is not the run
     loaded = _resident_kb("VmRSS:")
-    _contenders(pipe, settings)[name]()
+    job(pipe, *args)
     queue.put(_resident_kb("VmHWM:") - loaded)
+
+
+def _peak_rss_mb(width_divisor, job, *args) -> float:
+    """Peak resident memory (MB) of one run of ``job``, in a fresh process (CPU only)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    probe = context.Process(target=_peak_rss_probe, args=(queue, width_divisor, job, *args))
+    probe.start()
+    peak_kb = queue.get()
+    probe.join()
+    return peak_kb / 1024
 
 
 def measure(pipe, settings: dict, runs: int, width_divisor: int | None) -> dict:
@@ -225,13 +242,127 @@ def measure(pipe, settings: dict, runs: int, width_divisor: int | None) -> dict:
             run()
             results["peak_memory_mb"][name] = torch.cuda.max_memory_allocated() / 2**20
         elif width_divisor is not None:
-            context = multiprocessing.get_context("spawn")
-            queue = context.Queue()
-            probe = context.Process(target=_peak_rss_probe, args=(queue, name, width_divisor, settings))
-            probe.start()
-            results["peak_memory_mb"][name] = queue.get() / 1024
-            probe.join()
+            results["peak_memory_mb"][name] = _peak_rss_mb(width_divisor, _run_contender, name, settings)
     return results
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+#: The memory table's cases: one comparison (6 images) and the authors' ten seeds (60 images),
+#: each at several max_batch_size values (None: all images in one batch).
+MEMORY_CASES = {"one comparison": (1, (None, 3, 1)), "ten seeds": (10, (None, 30, 12, 6))}
+#: What PyTorch can allocate on Colab's free GPU: a T4 shows 15,095 MiB, less about 350 MiB of
+#: CUDA context, which PyTorch's allocator does not see.
+T4_BUDGET_GIB = 14.4
+
+
+def _run_seeds(pipe, num_seeds, max_batch_size, settings):
+    blend_seeds(pipe, *PROMPTS, seeds=list(PAPER_SEEDS[:num_seeds]), max_batch_size=max_batch_size, progress=False, **settings)
+
+
+def _cuda_peak(pipe, run) -> dict:
+    """Peak memory and seconds of one run on a CUDA device; ``None`` peaks when it ran out of memory."""
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    try:
+        run()
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"out_of_memory": True}
+    torch.cuda.synchronize()
+    return {
+        "out_of_memory": False,
+        "seconds": time.perf_counter() - started,
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
+    }
+
+
+def measure_memory(pipe, settings: dict, width_divisor: int | None, budget_gib: float | None = T4_BUDGET_GIB) -> list[dict]:
+    """Peak memory of :data:`MEMORY_CASES`: one row per case and ``max_batch_size``.
+
+    On CUDA: PyTorch's peak allocated and reserved memory with the weights, and whether the run
+    fits when the process may use only ``budget_gib`` (``set_per_process_memory_fraction``; a 16 GB
+    T4 by default). On the CPU: the peak resident memory of a fresh process beyond the loaded model.
+    """
+    device = pipe._execution_device
+    guided = settings.get("guidance_scale", 7.5) > 1
+    rows = []
+    for case, (num_seeds, sizes) in MEMORY_CASES.items():
+        for max_batch_size in sizes:
+            images = num_seeds * (2 + len(METHODS))
+            batch = min(images, max_batch_size or images)
+            row = {"case": case, "images": images, "max_batch_size": max_batch_size, "unet_rows_per_call": batch * (2 if guided else 1)}
+            logger.info("memory: %s, max_batch_size %s", case, max_batch_size)
+            if device.type == "cuda":
+                row |= _cuda_peak(pipe, lambda: _run_seeds(pipe, num_seeds, max_batch_size, settings))
+            else:
+                started = time.perf_counter()
+                row["peak_resident_mb"] = _peak_rss_mb(width_divisor, _run_seeds, num_seeds, max_batch_size, settings)
+                row["seconds"] = time.perf_counter() - started  # includes the fresh process's start and model build
+            logger.info("memory row: %s", json.dumps(row))  # each row as it comes, should a later one fail
+            rows.append(row)
+    if device.type == "cuda" and budget_gib is not None:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(budget_gib * 2**30 / total, device)
+        try:
+            for row in rows:
+                num_seeds = MEMORY_CASES[row["case"]][0]
+                capped = _cuda_peak(pipe, lambda: _run_seeds(pipe, num_seeds, row["max_batch_size"], settings))
+                row["fits_budget"] = not capped["out_of_memory"]
+                logger.info("under %s GiB: %s, max_batch_size %s fits: %s", budget_gib, row["case"], row["max_batch_size"], row["fits_budget"])
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+    return rows
+
+
+def _memory_table(report: dict) -> str:
+    rows = report["results"]["memory"]
+    on_cuda = "peak_allocated_gib" in next((r for r in rows if not r.get("out_of_memory")), {})
+    budget = report.get("budget_gib")
+    lines = [
+        f"**{report['model']}**, {report['settings']['height']}x{report['settings']['width']}, "
+        f"{report['settings']['num_inference_steps']} steps, guidance {report['settings']['guidance_scale']}, "
+        f"{report['dtype']}, on {report['device_name']} ({report['date']})",
+        "",
+    ]
+    if on_cuda:
+        lines += [
+            f"| comparison | images | max_batch_size | U-Net rows per call | peak allocated (GiB) | peak reserved (GiB) | seconds | fits {budget} GiB (16 GB T4) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        ]
+        for r in rows:
+            peak = "out of memory" if r["out_of_memory"] else f"{r['peak_allocated_gib']:.1f}"
+            reserved = "" if r["out_of_memory"] else f"{r['peak_reserved_gib']:.1f}"
+            seconds = "" if r["out_of_memory"] else f"{r['seconds']:.1f}"
+            fits = {True: "yes", False: "no", None: "n/a"}[r.get("fits_budget")]
+            lines.append(f"| {r['case']} | {r['images']} | {r['max_batch_size'] or 'None (all)'} | {r['unet_rows_per_call']} | {peak} | {reserved} | {seconds} | {fits} |")
+    else:
+        lines += [
+            "| comparison | images | max_batch_size | U-Net rows per call | peak resident memory beyond the model (MB) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            lines.append(f"| {r['case']} | {r['images']} | {r['max_batch_size'] or 'None (all)'} | {r['unet_rows_per_call']} | {r['peak_resident_mb']:.0f} |")
+    scaling = report["results"].get("scaling")
+    if scaling:
+        lines += ["", f"Peak memory grows by about **{scaling['per_image']:.2f} {scaling['unit']} per image in a batch**, "
+                      f"on top of {scaling['base']:.2f} {scaling['unit']} (a least-squares line through the rows above)."]
+    return "\n".join(lines) + "\n"
+
+
+def _scaling(rows: list[dict]) -> dict | None:
+    """A least-squares line of peak memory against the images in one batch."""
+    key, unit = ("peak_allocated_gib", "GiB") if any("peak_allocated_gib" in r for r in rows) else ("peak_resident_mb", "MB")
+    points = [(min(r["images"], r["max_batch_size"] or r["images"]), r[key]) for r in rows if r.get(key) is not None]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    return {"per_image": slope, "base": mean_y - slope * mean_x, "unit": unit}
 
 
 def _table(report: dict) -> str:
@@ -272,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for the U-Net")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for the JSON and markdown results")
     parser.add_argument("--name", default=None, help="file name of the results (default: from the device and options)")
+    parser.add_argument("--memory", action="store_true", help="the memory table: peak memory of one comparison and of ten seeds at several max_batch_size")
+    parser.add_argument("--budget-gib", type=float, default=T4_BUDGET_GIB, help="with --memory on cuda: the memory that the 'fits' column allows (default: a 16 GB T4's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -283,12 +416,19 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.float16 if on_gpu else torch.float32
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
-    pipe = build_sd_shaped_pipeline(divisor, dtype, device)
+    pipe = build_sd_shaped_pipeline(divisor, dtype, device, full_text_encoder=args.memory)
     optimize_unet(pipe, channels_last=args.channels_last, compile=args.compile)
     settings = {"seed": 0, "num_inference_steps": args.steps, "guidance_scale": 7.5, "height": size, "width": size, "output_type": "np"}
     logger.info("benchmarking %s at %dx%d on %s", pipe.name_or_path, size, size, device)
-    results = measure(pipe, settings, runs, None if on_gpu else divisor)
-    if on_gpu:
+    if args.memory:
+        settings.pop("seed")  # the cases draw the authors' seeds
+        if on_gpu:
+            _run_seeds(pipe, 1, None, settings)  # warm-up: kernels chosen and loaded before anything is timed
+        rows = measure_memory(pipe, settings, None if on_gpu else divisor, args.budget_gib if on_gpu else None)
+        results = {"memory": rows, "scaling": _scaling(rows)}
+    else:
+        results = measure(pipe, settings, runs, None if on_gpu else divisor)
+    if on_gpu and not args.memory:
         rows = results["unet_rows"]["blending.blend (one batch)"]
         flop = rows * 0.677e12 * (size / 512) ** 2 * (1 if divisor == 1 else float("nan"))
         name = torch.cuda.get_device_name(device)
@@ -307,9 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         "versions": library_versions(),
         "results": results,
     }
-    table = _table(report)
+    if args.memory:
+        report["budget_gib"] = args.budget_gib if on_gpu else None
+        report["total_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30 if on_gpu else None
+    table = _memory_table(report) if args.memory else _table(report)
     sys.stdout.write(table)  # the command prints the table
-    name = args.name or f"{'gpu' if on_gpu else 'cpu'}{'-quick' if args.quick else ''}{'-compile' if args.compile else ''}{'-channels-last' if args.channels_last else ''}"
+    name = args.name or f"{'gpu' if on_gpu else 'cpu'}{'-memory' if args.memory else ''}{'-quick' if args.quick else ''}{'-compile' if args.compile else ''}{'-channels-last' if args.channels_last else ''}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(table)

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     run.add_argument("--scheduler", default="UniPCMultistepScheduler")
+    run.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: all at once)")
     run.add_argument("--out", type=Path, required=True, help="folder for the PNGs and settings.json")
     return parser
 
@@ -70,6 +71,7 @@ def _blend(args) -> int:
         width=args.width,
         negative_prompt=args.negative_prompt,
         switch_step=args.switch_step,
+        max_batch_size=args.max_batch_size,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     result.prompt_1.save(args.out / "prompt_1.png")

@@ -9,12 +9,14 @@ from blending.cli import main
 
 
 def test_blend_writes_the_images_the_triptych_and_the_settings(tmp_path):
-    code = main(["blend", "lion", "cat", "--methods", "switch", "--seed", "21", "--steps", "3", "--out", str(tmp_path)])
+    code = main(["blend", "lion", "cat", "--methods", "switch", "--seed", "21", "--steps", "3", "--max-batch-size", "2",
+                 "--scheduler", "EulerAncestralDiscreteScheduler", "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     for name in ("prompt_1", "prompt_2", "switch", "triptych_switch"):
         assert Image.open(tmp_path / f"{name}.png").size[0] > 0
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["seed"] == 21 and settings["methods"] == ["switch"] and settings["model"] == "embedded"
+    assert settings["max_batch_size"] == 2 and settings["scheduler"] == "EulerAncestralDiscreteScheduler"
     assert settings["elapsed_seconds"] > 0 and "torch" in settings["versions"] and settings["device"] == "cpu"
 
 
