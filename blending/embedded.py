@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SD_SCHEDULER_CONFIG", "byte_level_alphabet", "small_text_encoder", "tiny_pipeline", "tiny_tokenizer"]
+__all__ = ["SD_SCHEDULER_CONFIG", "byte_level_alphabet", "clip_tokenizer", "small_text_encoder", "tiny_pipeline", "tiny_tokenizer"]
 
 # The noise schedule Stable Diffusion v1.x was trained with.
 SD_SCHEDULER_CONFIG = dict(
@@ -27,14 +27,51 @@ def byte_level_alphabet() -> list[str]:
 
 def tiny_tokenizer(model_max_length: int = 77):
     """A CLIP tokenizer whose vocabulary is the byte alphabet: every word is spelled out."""
-    from transformers import CLIPTokenizer
-
     alphabet = byte_level_alphabet()
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
         for char in alphabet:
             vocab[char + suffix] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+    return clip_tokenizer(vocab, [], model_max_length)
+
+
+def clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model_max_length: int):
+    """transformers 5's ``CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=...)``.
+
+    transformers 4's ``CLIPTokenizer`` reads only vocab and merges files, so there the same
+    tokenizers pipeline (normalizer, pre-tokenizer, BPE, post-processor, decoder) is built here
+    and wrapped in ``CLIPTokenizerFast``: the same ids for every text.
+    """
+    import transformers
+
+    if transformers.__version__.split(".")[0] != "4":
+        return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import CLIPTokenizerFast
+
+    bos, eos = "<|startoftext|>", "<|endoftext|>"
+    backend = Tokenizer(
+        BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="</w>",
+            fuse_unk=False, unk_token=eos)
+    )  # fmt: skip
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(
+            Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+            behavior="removed",
+            invert=True,
+        ),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])  # fmt: skip
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.RobertaProcessing((eos, vocab[eos]), (bos, vocab[bos]), False, False)
+    return CLIPTokenizerFast(
+        tokenizer_object=backend, unk_token=eos, bos_token=bos, eos_token=eos, pad_token=eos,
+        model_max_length=model_max_length,
+    )  # fmt: skip
 
 
 def small_text_encoder(tokenizer, width: int):

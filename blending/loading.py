@@ -66,6 +66,53 @@ def _download(model: str) -> Path:
         ) from None
 
 
+def _version(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: ``"0.40.0.dev0"`` is ``(0, 40, 0)``."""
+    numbers = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def _dtype_kwarg(dtype: torch.dtype) -> dict:
+    """diffusers 0.40 renamed ``from_pretrained``'s ``torch_dtype`` to ``dtype`` (the old name warns)."""
+    import diffusers
+
+    return {"dtype" if _version(diffusers.__version__) >= (0, 40) else "torch_dtype": dtype}
+
+
+def _transformers4_components(folder: Path, dtype: torch.dtype) -> dict:
+    """transformers 4 only: the components of a checkpoint saved by transformers 5 that it cannot load.
+
+    The embedded model was saved by transformers 5: its tokenizer is a ``tokenizer.json`` alone,
+    which transformers 4's ``CLIPTokenizer`` (vocab and merges files only) cannot read, so it
+    loads as the equivalent ``CLIPTokenizerFast``; and its text encoder's weights are named
+    without transformers 4's ``text_model.`` prefix. Empty under transformers 5, and for
+    checkpoints that transformers 4 reads itself (Stable Diffusion's).
+    """
+    import transformers
+
+    if _version(transformers.__version__) >= (5,):
+        return {}
+    components = {}
+    tokenizer = folder / "tokenizer"
+    if not (tokenizer / "vocab.json").is_file() and (tokenizer / "tokenizer.json").is_file():
+        components["tokenizer"] = transformers.CLIPTokenizerFast.from_pretrained(tokenizer)
+    from safetensors.torch import load_file
+
+    files = sorted((folder / "text_encoder").glob("*.safetensors"))
+    if len(files) == 1:
+        state = load_file(files[0])
+        if not any(key.startswith("text_model.") for key in state):
+            config = transformers.CLIPTextConfig.from_pretrained(folder / "text_encoder")
+            text_encoder = transformers.CLIPTextModel(config)
+            text_encoder.load_state_dict({f"text_model.{key}": value for key, value in state.items()})
+            components["text_encoder"] = text_encoder.to(dtype).eval()
+    return components
+
+
 def optimize_unet(pipe, channels_last: bool = False, compile: bool = False) -> None:
     """Speed options for the U-Net, for GPUs: channels-last memory format, ``torch.compile``.
 
@@ -132,14 +179,18 @@ def load_pipeline(
         folder = _download(model_id)
     _check_safetensors(folder, model_id)
 
+    compat = _transformers4_components(folder, dtype)
     pipe = StableDiffusionPipeline.from_pretrained(
         folder,
-        dtype=dtype,
+        **_dtype_kwarg(dtype),
+        **{name: None for name in compat},  # set below: diffusers checks their classes against model_index.json
         use_safetensors=True,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if compat:
+        pipe.register_modules(**compat)
     pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
     pipe.register_to_config(_name_or_path=model_id)
     pipe = pipe.to(device)

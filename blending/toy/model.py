@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..embedded import SD_SCHEDULER_CONFIG, byte_level_alphabet, small_text_encoder
+from ..embedded import SD_SCHEDULER_CONFIG, byte_level_alphabet, clip_tokenizer, small_text_encoder
 from .world import COLOURS, SHAPES, SIZES
 
 __all__ = ["MAX_TOKENS", "VOCABULARY", "build_text_encoder", "build_tokenizer", "build_unet", "build_vae"]
@@ -23,8 +23,6 @@ TEXT_WIDTH = 64
 
 def build_tokenizer():
     """A CLIP tokenizer whose merges spell every word of :data:`VOCABULARY` as one token."""
-    from transformers import CLIPTokenizer
-
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
         for char in byte_level_alphabet():
@@ -33,7 +31,7 @@ def build_tokenizer():
     # Add merges until each word is one token. A new merge joins the first two pieces that the
     # merges so far leave, so it never fights an earlier one (BPE applies merges by rank).
     while True:
-        tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_TOKENS)
+        tokenizer = clip_tokenizer(dict(vocab), list(merges), MAX_TOKENS)
         unfinished = [tokenizer.tokenize(word) for word in VOCABULARY]
         unfinished = [pieces for pieces in unfinished if len(pieces) > 1]
         if not unfinished:
