@@ -17,7 +17,7 @@ import torch
 from .loading import PAPER_MODEL, load_pipeline
 from .pipeline import BlendResult, blend
 
-__all__ = ["denoising_frames", "figure", "provenance", "start", "summary", "write_animation"]
+__all__ = ["denoising_frames", "figure", "provenance", "start", "start_toy_world", "summary", "write_animation"]
 
 #: How to regenerate the figures with the paper's model (see the README).
 REGENERATE_WITH_SD = f"make book MODEL={PAPER_MODEL} DEVICE=cuda"
@@ -30,10 +30,24 @@ def start(model: str = "embedded", device: str | None = None, dtype: str | None 
     return pipe
 
 
-def provenance(pipe):
+def start_toy_world(model: str = "embedded", device: str | None = None, dtype: str | None = None):
+    """:func:`start` for a chapter about the toy world, which only the embedded model draws.
+
+    Such a chapter scores images with attribute readers trained on the toy world: another
+    model's images would give numbers that mean nothing, so any other ``model`` is refused.
+    """
+    if model != "embedded":
+        raise ValueError(
+            f"model: this chapter measures the toy world, which only the 'embedded' model draws; got {model!r}"
+        )
+    return start(model, device, dtype)
+
+
+def provenance(pipe, *, toy_world: bool = False):
     """A banner that says which model drew the page's pictures.
 
-    For the embedded model it warns that the pictures are a smoke test, not the paper's results.
+    For the embedded model it warns that the pictures are a smoke test, not the paper's results,
+    unless ``toy_world``: a page that measures the toy world itself, where its results are the point.
     """
     from IPython.display import HTML
 
@@ -44,6 +58,14 @@ def provenance(pipe):
         f"Drawn by <code>{html.escape(pipe.name_or_path)}</code> on <code>{pipe.device}</code> "
         f"({str(pipe.unet.dtype).removeprefix('torch.')}); {html.escape(versions)}."
     )
+    if toy_world:
+        if pipe.name_or_path != "embedded":
+            raise ValueError(f"toy_world: only the embedded model draws the toy world, not {pipe.name_or_path!r}")
+        return HTML(
+            '<div class="admonition note"><p class="admonition-title">Measured in the toy world</p>'
+            f"<p>{drawn_by} The numbers on this page are measured results about the toy world of "
+            "coloured shapes that the embedded model was trained on, not about Stable Diffusion.</p></div>"
+        )
     if pipe.name_or_path == "embedded":
         return HTML(
             '<div class="admonition warning"><p class="admonition-title">Smoke test, not the paper\'s results</p>'

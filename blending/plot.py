@@ -52,6 +52,10 @@ def _finish(figure: Figure, save: str | os.PathLike | None) -> Figure:
 
 
 def _method_label(result: BlendResult, method: str) -> str:
+    # SWITCH's blend is decided by its switch step (which a ratio only sets by default)
+    switch_step = result.settings.get("switch_step")
+    if method == "switch" and switch_step is not None:
+        return f"SWITCH, switch at step {switch_step}/{result.settings['num_inference_steps']}"
     return f"{method.upper()} (ratio {result.settings.get('ratio', 0.5):g})"
 
 

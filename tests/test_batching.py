@@ -8,7 +8,7 @@ from .conftest import STEPS
 from .test_blend import close
 
 ALL = tuple(METHODS)
-SEEDS = [3, 21, 8]
+SEEDS = [3, 21]
 
 
 def batch_sizes(module, run):
@@ -26,7 +26,7 @@ def seeds_of(pipe, **kwargs):
     return blend_seeds(pipe, "lion", "cat", ALL, seeds=SEEDS, num_inference_steps=STEPS, output_type="np", progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("max_batch_size", [1, 5, 6, 12, 100])
+@pytest.mark.parametrize("max_batch_size", [1, 5, 12])
 def test_batches_give_the_images_of_one_batch(sd1_pipe, max_batch_size):
     whole = seeds_of(sd1_pipe)
     batched = seeds_of(sd1_pipe, max_batch_size=max_batch_size)
@@ -38,11 +38,11 @@ def test_batches_give_the_images_of_one_batch(sd1_pipe, max_batch_size):
 
 
 def test_no_unet_or_vae_call_holds_more_than_max_batch_size_images(sd1_pipe):
-    unet_rows = batch_sizes(sd1_pipe.unet, lambda: seeds_of(sd1_pipe, max_batch_size=4))
-    # 18 images in batches of 4, 4, 4, 4, 2; each image has its unconditional row
-    assert unet_rows == [8] * (4 * STEPS) + [4] * STEPS
-    decoded = batch_sizes(sd1_pipe.vae.decoder, lambda: seeds_of(sd1_pipe, max_batch_size=4))
-    assert decoded == [4, 4, 4, 4, 2]
+    unet_rows = batch_sizes(sd1_pipe.unet, lambda: seeds_of(sd1_pipe, max_batch_size=5))
+    # 12 images in batches of 5, 5 and 2; each image has its unconditional row
+    assert unet_rows == [10] * (2 * STEPS) + [4] * STEPS
+    decoded = batch_sizes(sd1_pipe.vae.decoder, lambda: seeds_of(sd1_pipe, max_batch_size=5))
+    assert decoded == [5, 5, 2]
 
 
 def test_without_max_batch_size_everything_is_one_batch(sd1_pipe):

@@ -1,16 +1,18 @@
 """The notebooks' helpers, the explorer and the papermill regeneration."""
 
 import json
+import logging
 
 import nbformat
 import numpy as np
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_notebook
 from PIL import Image
 
 from blending import blend, companion
 from blending.explorer import Explorer
-from blending.figures import regenerate
+from blending.figures import NotebooksFailed, regenerate
 from blending.plot import triptych
 
 from .conftest import STEPS
@@ -53,6 +55,17 @@ def test_the_banner_warns_only_for_the_embedded_model(sd1_pipe):
     assert "Smoke test" not in banner and "CompVis/stable-diffusion-v1-4" in banner
 
 
+def test_the_toy_world_chapter_refuses_other_models_and_says_its_results_are_measured(sd1_pipe):
+    with pytest.raises(ValueError, match="^model: .*'CompVis/stable-diffusion-v1-4'"):
+        companion.start_toy_world("CompVis/stable-diffusion-v1-4")
+    sd1_pipe.register_to_config(_name_or_path="embedded")
+    banner = companion.provenance(sd1_pipe, toy_world=True).data
+    assert "measured results about the toy world" in banner and "Smoke test" not in banner
+    sd1_pipe.register_to_config(_name_or_path="CompVis/stable-diffusion-v1-4")
+    with pytest.raises(ValueError, match="^toy_world"):
+        companion.provenance(sd1_pipe, toy_world=True)
+
+
 def test_the_explorer_blends_on_generate_and_tracks_progress(sd1_pipe):
     explorer = Explorer(sd1_pipe, "lion", "cat", method="unet", num_inference_steps=STEPS)
     assert explorer.switch_step.disabled
@@ -64,6 +77,53 @@ def test_the_explorer_blends_on_generate_and_tracks_progress(sd1_pipe):
     assert list(explorer.result.blends) == ["switch"]
     assert explorer.result.settings["switch_step"] == round(STEPS * 0.75)
     assert len(explorer.output.outputs) == 1
+
+
+def test_a_hand_set_switch_step_stays_when_the_ratio_moves(sd1_pipe):
+    explorer = Explorer(sd1_pipe, "lion", "cat", ratio=0.5, num_inference_steps=STEPS)
+    explorer.switch_step.value = 1
+    explorer.ratio.value = 0.25
+    explorer.method.value = "unet"
+    explorer.method.value = "switch"
+    assert explorer.switch_step.value == 1
+    explorer.button.click()
+    assert explorer.result.settings["switch_step"] == 1
+
+
+def error_shown(explorer) -> str:
+    (shown,) = explorer.output.outputs
+    assert shown["output_type"] == "stream" and shown["name"] == "stderr"
+    return shown["text"]
+
+
+def test_generate_shows_bad_input_in_the_output_area(sd1_pipe):
+    explorer = Explorer(sd1_pipe, "lion", "cat", num_inference_steps=STEPS)
+    explorer.button.click()
+    first = explorer.result
+    explorer.prompt_1.value = "  "
+    explorer.button.click()  # a button's callback must not raise into the void
+    assert "Prompt 1 is empty" in error_shown(explorer)
+    assert explorer.result is first and not explorer.button.disabled
+    with pytest.raises(ValueError, match="Prompt 1"):
+        explorer.generate()  # called from code, it raises as well
+
+
+def test_generate_shows_a_value_error_of_blend_in_the_output_area(sd1_pipe):
+    explorer = Explorer(sd1_pipe, "lion", "cat", num_inference_steps=STEPS, max_batch_size=2)
+    explorer.button.click()  # one comparison is 3 images, which the progress callback must see together
+    assert "max_batch_size must be at least 3" in error_shown(explorer)
+    assert explorer.result is None
+
+
+def test_generate_shows_out_of_memory_in_the_output_area(sd1_pipe, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("blending.explorer.blend", out_of_memory)
+    explorer = Explorer(sd1_pipe, "lion", "cat", num_inference_steps=STEPS)
+    explorer.button.click()
+    assert error_shown(explorer).startswith("Could not generate: Out of memory on cpu")
+    assert not explorer.button.disabled
 
 
 @pytest.fixture
@@ -91,6 +151,36 @@ def test_regenerate_runs_notebooks_in_place_and_writes_a_manifest(tiny_notebook)
     notebook = nbformat.read(tiny_notebook / "probe.ipynb", as_version=4)
     assert "papermill" not in notebook.metadata  # no per-run timestamps in the committed file
     assert "widgets" not in notebook.metadata and notebook.cells[-1].outputs == []  # no live widget state
+
+
+def test_a_failed_run_leaves_the_committed_notebook_untouched(tiny_notebook):
+    broken = new_notebook(cells=[new_code_cell("raise RuntimeError('boom')")])
+    broken.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(broken, tiny_notebook / "broken.ipynb")
+    committed = (tiny_notebook / "broken.ipynb").read_bytes()
+    with pytest.raises(NotebooksFailed, match="broken") as failure:
+        regenerate(notebooks=tiny_notebook)
+    assert (tiny_notebook / "broken.ipynb").read_bytes() == committed
+    failed_run = tiny_notebook / "broken.failed.ipynb"
+    assert failure.value.failed == {"broken": failed_run}
+    assert "boom" in json.dumps(nbformat.read(failed_run, as_version=4).cells[-1].outputs)
+    manifest = json.loads((tiny_notebook / "figures" / "manifest.json").read_text())
+    assert list(manifest["notebooks"]) == ["probe"] and manifest["failed"] == {"broken": str(failed_run)}
+    # once it runs, the failed run goes, and it is never taken for a notebook of its own
+    nbformat.write(new_notebook(cells=[new_code_cell("1 + 1")], metadata=broken.metadata), tiny_notebook / "broken.ipynb")
+    assert list(regenerate(notebooks=tiny_notebook)["notebooks"]) == ["broken", "probe"]
+    assert not failed_run.exists()
+
+
+def test_a_notebook_for_one_model_runs_with_it_whatever_is_asked(tiny_notebook, caplog):
+    notebook = nbformat.read(tiny_notebook / "probe.ipynb", as_version=4)
+    notebook.metadata["blending"] = {"only_model": "embedded"}
+    nbformat.write(notebook, tiny_notebook / "probe.ipynb")
+    with caplog.at_level(logging.INFO, logger="blending.figures"):
+        manifest = regenerate(model="some/model", notebooks=tiny_notebook)
+    assert (tiny_notebook / "figures" / "probe" / "model.txt").read_text() == "embedded"
+    assert manifest["model"] == "some/model" and manifest["notebooks"]["probe"]["model"] == "embedded"
+    assert "runs with the embedded model only, not some/model" in caplog.text
 
 
 def test_a_default_run_injects_no_parameters(tiny_notebook):

@@ -29,10 +29,18 @@ def test_triptych_is_prompt_1_blend_prompt_2(results, tmp_path):
     assert titles(triptych(results[0]))[1].startswith("SWITCH")
 
 
+def test_a_switch_title_names_the_step_that_decided_the_blend(sd1_pipe):
+    result = blend(sd1_pipe, "lion", "cat", ("switch", "textual"), 0.25, switch_step=1, num_inference_steps=STEPS,
+                   output_type="np", progress=False)  # fmt: skip
+    assert titles(triptych(result, "switch"))[1] == "SWITCH, switch at step 1/4"
+    assert titles(triptych(result, "textual"))[1] == "TEXTUAL (ratio 0.25)"
+
+
 def test_grid_has_a_row_per_result_and_a_column_per_image(results, tmp_path):
     figure = comparison_grid(results, save=tmp_path / "g.png")
     assert len(figure.axes) == 2 * 4
-    assert titles(figure)[:4] == ['"lion"', '"cat"', "SWITCH (ratio 0.25)", "UNET (ratio 0.25)"]
+    # at ratio 0.25 SWITCH switches after round(4 * 0.75) = 3 of the 4 steps
+    assert titles(figure)[:4] == ['"lion"', '"cat"', "SWITCH, switch at step 3/4", "UNET (ratio 0.25)"]
     assert [figure.axes[0].get_ylabel(), figure.axes[4].get_ylabel()] == ["seed 1", "seed 2"]
     assert (tmp_path / "g.png").stat().st_size > 0
 

@@ -17,7 +17,6 @@ from .readers import Reading, read
 __all__ = ["ATTRIBUTES", "Count", "attribute_of_prompt", "run_study", "wilson_interval"]
 
 ATTRIBUTES = ("shape", "colour", "size")
-_CHUNK = 25  # seeds per batch: 2 x 25 x 6 = 300 U-Net rows per step
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,7 @@ def run_study(
     net=None,
     num_inference_steps: int = 25,
     guidance_scale: float = 7.5,
+    max_batch_size: int | None = None,
     progress=None,
 ) -> list[Count]:
     """Count, for every pair, method and ratio, where each attribute of the blends comes from.
@@ -93,6 +93,11 @@ def run_study(
     and 1 are not blended: there every method gives exactly the plain image of prompt 1 or 2
     (an invariant the tests check), so those cells read the plain images of the same seeds,
     drawn along with the blends of the first ratio strictly between 0 and 1.
+
+    All seeds of a (pair, order, ratio) are blended by one :func:`blending.blend_seeds` call,
+    split into U-Net calls of at most ``max_batch_size`` images (None: all of them at once,
+    ``len(seeds) * 6`` images, twice that many U-Net rows under guidance). ``progress``, if
+    given, is updated with the number of seeds blended.
     """
     if not any(0 < r < 1 for r in ratios):
         raise ValueError(f"ratios must hold a ratio strictly between 0 and 1, got {ratios}")
@@ -108,20 +113,17 @@ def run_study(
             blended = [r for r in run_ratios if 0 < r < 1]
             plain: dict[float, list[Reading]] = {}
             for ratio in blended:
-                readings = {m: [] for m in methods}
-                for start in range(0, len(seeds), _CHUNK):
-                    results = blend_seeds(
-                        pipe, prompt_1, prompt_2, methods, ratio, seeds=seeds[start : start + _CHUNK],
-                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        output_type="np", progress=False,
-                    )  # fmt: skip
-                    for m in methods:
-                        readings[m] += read([r.blends[m] for r in results], net)
-                    if not plain or len(plain[0.0]) < len(seeds):
-                        plain.setdefault(0.0, []).extend(read([r.prompt_1 for r in results], net))
-                        plain.setdefault(1.0, []).extend(read([r.prompt_2 for r in results], net))
-                    if progress is not None:
-                        progress.update(len(results))
+                results = blend_seeds(
+                    pipe, prompt_1, prompt_2, methods, ratio, seeds=seeds,
+                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                    output_type="np", progress=False, max_batch_size=max_batch_size,
+                )  # fmt: skip
+                readings = {m: read([r.blends[m] for r in results], net) for m in methods}
+                if not plain:
+                    plain[0.0] = read([r.prompt_1 for r in results], net)
+                    plain[1.0] = read([r.prompt_2 for r in results], net)
+                if progress is not None:
+                    progress.update(len(results))
                 for m in methods:
                     for attribute in ATTRIBUTES:
                         counts.append(Count(pair_index, swapped, m, ratio, attribute, *_tally(readings[m], wanted_1, wanted_2, attribute)))
