@@ -37,7 +37,7 @@ from .methods import METHODS, Schedule, default_switch_step, plain
 from . import PAPER_SEEDS
 from .pipeline import blend, blend_seeds, library_versions
 
-__all__ = ["authors_unet_rows", "build_sd_shaped_pipeline", "count_unet_rows", "main", "stock_one_at_a_time"]
+__all__ = ["authors_unet_rows", "batch_sizes", "build_sd_shaped_pipeline", "count_unet_rows", "main", "stock_one_at_a_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +50,20 @@ PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 # -- counting ---------------------------------------------------------------------------------
 
 
-def count_unet_rows(unet: torch.nn.Module, run) -> int:
-    """The batch rows that go through ``unet`` while ``run()`` runs."""
-    rows = []
-    handle = unet.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+def batch_sizes(module: torch.nn.Module, run) -> list[int]:
+    """The batch size of every forward call of ``module`` while ``run()`` runs."""
+    sizes = []
+    handle = module.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
     try:
         run()
     finally:
         handle.remove()
-    return sum(rows)
+    return sizes
+
+
+def count_unet_rows(unet: torch.nn.Module, run) -> int:
+    """The batch rows that go through ``unet`` while ``run()`` runs."""
+    return sum(batch_sizes(unet, run))
 
 
 def authors_unet_rows(num_inference_steps: int, methods=tuple(METHODS), ratio: float = 0.5, guidance: bool = True) -> int:

@@ -162,8 +162,8 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
         )
     if seed is not None and generator is not None:
         raise ValueError("seed and generator are alternatives: pass one of them, not both")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED):
-        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+    if seed is not None:
+        _check_seed(seed)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be one torch.Generator, got {type(generator).__name__}")
     if latents is not None:
@@ -184,6 +184,11 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
             f"pipe: its scheduler {type(pipe.scheduler).__name__} makes {num_calls} U-Net calls for {steps} steps; "
             "blending needs one call per step"
         )
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
 
 
 @torch.no_grad()
@@ -293,7 +298,8 @@ def blend_seeds(
         negative_prompt, switch_step, output_type, max_batch_size,
     )  # fmt: skip
     for seed in seeds:
-        check_inputs(pipe, settings, seed, None, None)
+        _check_seed(seed)
+    check_inputs(pipe, settings, None, None, None)
     settings = replace(settings, methods=tuple(methods))
     noises = [_Noise(seed, "seed", torch.Generator("cpu").manual_seed(seed), None) for seed in seeds]
     return _blend(pipe, settings, noises, progress, None)

@@ -3,23 +3,13 @@
 import pytest
 
 from blending import METHODS, blend, blend_seeds
+from blending.bench import batch_sizes
 
 from .conftest import STEPS
 from .test_blend import close
 
 ALL = tuple(METHODS)
 SEEDS = [3, 21]
-
-
-def batch_sizes(module, run):
-    """The batch size of every forward call of ``module`` while ``run()`` runs."""
-    sizes = []
-    handle = module.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
-    try:
-        run()
-    finally:
-        handle.remove()
-    return sizes
 
 
 def seeds_of(pipe, **kwargs):
@@ -52,13 +42,11 @@ def test_without_max_batch_size_everything_is_one_batch(sd1_pipe):
 
 def test_blend_takes_max_batch_size_too(sd1_pipe):
     whole = blend(sd1_pipe, "lion", "cat", seed=4, num_inference_steps=STEPS, output_type="np", progress=False)
-    rows = []
-    handle = sd1_pipe.unet.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
-    try:
-        batched = blend(sd1_pipe, "lion", "cat", seed=4, num_inference_steps=STEPS, output_type="np", progress=False,
-                        max_batch_size=4)  # fmt: skip
-    finally:
-        handle.remove()
+    batched = []
+    rows = batch_sizes(sd1_pipe.unet, lambda: batched.append(
+        blend(sd1_pipe, "lion", "cat", seed=4, num_inference_steps=STEPS, output_type="np", progress=False, max_batch_size=4)
+    ))  # fmt: skip
+    batched = batched[0]
     assert rows == [8] * STEPS + [4] * STEPS
     for method in ALL:
         assert close(whole.blends[method], batched.blends[method]), method

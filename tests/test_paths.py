@@ -12,10 +12,10 @@ from diffusers import (
 )
 
 from blending import METHODS, blend, load_pipeline
+from blending.bench import batch_sizes
 from blending.embedded import tiny_pipeline
 
 from .conftest import STEPS
-from .test_batching import batch_sizes
 from .test_blend import close
 
 ALL = tuple(METHODS)
