@@ -23,6 +23,9 @@ LOCK ?= $(if $(filter 3.11,$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys
 # The oldest supported versions (pyproject.toml's lower bounds), checked in their own venv.
 OLDEST_VENV ?= .venv-oldest
 OLDEST_TORCH = $(shell sed -n 's/^torch==//p' constraints/oldest.txt)
+# make check: the regenerated notebooks must equal the committed ones (0 turns this off, for
+# another kind of machine, whose floating point draws other bytes).
+RERUN_CHECK ?= 1
 # Which model draws the figures, on which device (empty: the best available).
 MODEL ?= embedded
 DEVICE ?=
@@ -60,13 +63,18 @@ book: figures
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "The book: $(SITE)/index.html"
 
-# Debian's Chromium drives the browser check (browser downloads do not work offline).
+# Debian's Chromium drives the browser check (browser downloads do not work offline);
+# CHROMIUM=/path/to/chrome uses another one.
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@[ -n "$$CHROMIUM" ] || command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 check: setup browser
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --ignore-glob="*.failed.ipynb"
 	$(MAKE) book
+ifeq ($(RERUN_CHECK),1)
+	@git diff --quiet -- notebooks || { git diff --stat -- notebooks; \
+	  echo "The regenerated notebooks differ from the committed ones (above): a rerun must change nothing."; exit 1; }
+endif
 	$(BIN)/python -m pytest tests/site --site $(SITE)
 	$(MAKE) check-oldest
 
