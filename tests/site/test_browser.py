@@ -1,16 +1,13 @@
-"""The built book in a real browser: headless Chromium (Debian's), driven by Playwright.
+"""The built book in a real browser: headless Chromium, driven by Playwright.
 
-Run with ``pytest tests/site --site _build/html``. Every page of the table of contents must load
-without console errors, with every image loaded and, on the notebook pages, the launch buttons
-and the banner that names the model. Requests that leave the machine (a CDN, say) are refused,
-and only they may fail: the book must work from its own files.
+Run with ``pytest tests/site --site _build/html``; conftest.py serves the site and finds the
+browser (CHROMIUM, else ``chromium`` on the PATH, else Playwright's download; without one the tests
+are skipped, or under CI=true fail). Every page of the table of contents must load without console
+errors, with every image loaded and, on the notebook pages, the launch buttons and the banner that
+names the model. Requests that leave the machine (a CDN, say) are refused, and only they may fail:
+the book must work from its own files.
 """
 
-import functools
-import http.server
-import os
-import shutil
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,47 +19,12 @@ SCREENSHOTS = ROOT / "_build" / "screenshots"
 FIGURES_PAGE = "notebooks/02_published_figures"
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def toc_pages() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
     for part in toc.get("parts", []):
         files += [chapter["file"] for chapter in part["chapters"]]
     return files
-
-
-@pytest.fixture(scope="module")
-def site(request):
-    path = request.config.getoption("--site")
-    if path is None:
-        pytest.skip("no --site given: build the book (make book) and pass --site _build/html")
-    if not (path / "index.html").is_file():
-        pytest.fail(f"--site {path} holds no built book (no index.html)")
-    handler = functools.partial(_QuietHandler, directory=str(path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser(site):
-    from playwright.sync_api import sync_playwright
-
-    executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Chromium is not installed: apt-get install chromium (or set CHROMIUM)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 def open_page(browser, site, name):
