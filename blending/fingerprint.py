@@ -1,0 +1,88 @@
+"""Fingerprints of pictures, compared with a tolerance: float noise passes, a changed picture fails.
+
+A picture's fingerprint is its 8-bit pixels averaged over an 8x8 grid of cells per colour channel
+(``cell_means``). Another thread count, BLAS or batch order moves a cell mean by a few thousandths
+(measured in ``tests/test_fingerprint.py``), so fingerprints are compared with a tolerance
+(:data:`TOLERANCE`) on the largest cell change, never as exact text: any exact rounding of the
+means has a boundary that noise can cross. A new seed, ratio or method, a flip or a shift of a few
+pixels moves cells by tenths.
+
+Each chapter keeps the fingerprints of the pictures it shows in ``notebooks/fingerprints/`` and
+prints, in a cell that nbval checks, one line that is the same whenever every picture matches
+(see :func:`check`); when pictures differ, the line names them, and nbval fails.
+``python -m blending.figures`` records the fingerprints afresh (it sets :data:`RECORD`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["GRID", "RECORD", "TOLERANCE", "cell_means", "check", "largest_change"]
+
+#: Cells per side of the grid.
+GRID = 8
+#: The largest change of a cell mean (in [0, 1]) that still counts as the same picture.
+TOLERANCE = 0.02
+#: The environment variable under which :func:`check` records instead of comparing.
+RECORD = "BLENDING_RECORD_FINGERPRINTS"
+
+
+def cell_means(image) -> np.ndarray:
+    """The picture's 8-bit pixels averaged over each cell of a GRID x GRID grid: GRID x GRID x 3 in [0, 1].
+
+    ``image`` is any image :func:`blending.plot.image_array` reads, or an HxWx3 (or x4) array.
+    """
+    from .plot import image_array
+
+    pixels = np.asarray(image) if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 4 else image_array(image)
+    if pixels.dtype != np.uint8:  # as a PNG stores it
+        pixels = np.clip(np.round(np.asarray(pixels, dtype=np.float64) * 255), 0, 255)
+    pixels = np.asarray(pixels, dtype=np.float64)[..., :3] / 255
+    height, width, _ = pixels.shape
+    if height < GRID or width < GRID:
+        raise ValueError(f"image must be at least {GRID}x{GRID} pixels, got {width}x{height}")
+    rows = np.linspace(0, height, GRID + 1).astype(int)
+    columns = np.linspace(0, width, GRID + 1).astype(int)
+    return np.array([
+        [pixels[rows[i] : rows[i + 1], columns[j] : columns[j + 1]].mean(axis=(0, 1)) for j in range(GRID)]
+        for i in range(GRID)
+    ])  # fmt: skip
+
+
+def largest_change(reference, image) -> float:
+    """The largest difference between a recorded fingerprint (cell means) and a picture's."""
+    return float(np.abs(np.asarray(reference, dtype=np.float64) - cell_means(image)).max())
+
+
+def check(images: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """One line saying whether ``images`` (named ``figure/panel``) match the fingerprints at ``path``.
+
+    With the environment variable :data:`RECORD` set to 1, the fingerprints are recorded at
+    ``path`` first, so the line is the one a matching check prints.
+    """
+    path = Path(path)
+    if os.environ.get(RECORD) == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recorded = {name: np.round(cell_means(image), 4).tolist() for name, image in images.items()}
+        path.write_text(json.dumps({"grid": GRID, "cell_means": recorded}, indent=None) + "\n")
+    if not path.is_file():
+        return f"no fingerprints recorded at {path}: run python -m blending.figures"
+    recorded = json.loads(path.read_text())["cell_means"]
+    differ = []
+    for name, image in images.items():
+        if name not in recorded:
+            differ.append(f"{name} (new)")
+        elif (change := largest_change(recorded[name], image)) > TOLERANCE:
+            differ.append(f"{name} ({change:.2f})")
+    differ += [f"{name} (missing)" for name in recorded if name not in images]
+    if differ:
+        return (
+            f"{len(differ)} of {len(recorded)} pictures differ from their recorded fingerprints "
+            f"(largest cell change): {', '.join(differ)}"
+        )
+    return f"{len(images)} pictures match their recorded fingerprints (largest cell change <= {TOLERANCE})"
