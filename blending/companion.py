@@ -17,10 +17,13 @@ import torch
 from .loading import PAPER_MODEL, load_pipeline
 from .pipeline import BlendResult, blend
 
-__all__ = ["denoising_frames", "figure", "provenance", "start", "start_toy_world", "summary", "write_animation"]
+__all__ = [
+    "check_pictures", "denoising_frames", "figure", "pictures", "provenance", "start", "start_toy_world", "summary",
+    "write_animation",
+]
 
 #: How to regenerate the figures with the paper's model (see the README).
-REGENERATE_WITH_SD = f"make book MODEL={PAPER_MODEL} DEVICE=cuda"
+REGENERATE_WITH_SD = f"make figures MODEL={PAPER_MODEL} DEVICE=cuda"
 
 
 def start(model: str = "embedded", device: str | None = None, dtype: str | None = None):
@@ -100,6 +103,23 @@ def summary(result: BlendResult) -> str:
         array = array / 255 if array.dtype == np.uint8 else array
         lines.append(f"{name:>10}: {array.shape[1]}x{array.shape[0]}, mean {array.mean():.2f}, std {array.std():.2f}")
     return "\n".join(lines)
+
+
+def pictures(result: BlendResult, figure: str) -> dict:
+    """A result's images named ``figure/panel`` (``panel``: prompt_1, prompt_2 or a method)."""
+    images = {"prompt_1": result.prompt_1, "prompt_2": result.prompt_2, **result.blends}
+    return {f"{figure}/{panel}": image for panel, image in images.items()}
+
+
+def check_pictures(images: dict, chapter: str) -> str:
+    """The line a chapter prints for nbval: do its pictures match their recorded fingerprints?
+
+    The fingerprints live in ``fingerprints/<chapter>.json`` beside the notebooks; see
+    :func:`blending.fingerprint.check`.
+    """
+    from .fingerprint import check
+
+    return check(images, Path("fingerprints") / f"{chapter}.json")
 
 
 def denoising_frames(pipe, prompt_1: str, prompt_2: str, method: str, **blend_kwargs) -> tuple[BlendResult, list[np.ndarray]]:

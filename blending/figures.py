@@ -18,6 +18,7 @@ import argparse
 import ast
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -25,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["NotebooksFailed", "main", "regenerate"]
+from .fingerprint import RECORD
+
+__all__ = ["NotebooksFailed", "check", "main", "regenerate"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,65 +73,65 @@ def _strip_volatile(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
-def regenerate(
-    model: str = "embedded",
-    device: str | None = None,
-    dtype: str | None = None,
-    notebooks: Path = NOTEBOOKS,
-    only: list[str] | None = None,
-) -> dict:
-    """Execute the notebooks in place with the given model; return and write the manifest.
-
-    A notebook replaces its committed file only when its run succeeds. The others still run;
-    then the manifest is written (listing the failed ones under ``"failed"``) and
-    :class:`NotebooksFailed` is raised.
-    """
-    import papermill
-
-    from .pipeline import library_versions
-
+def _notebook_paths(notebooks: Path, only: list[str] | None) -> list[Path]:
     paths = sorted(
         p for p in notebooks.glob("*.ipynb")
         if not p.name.endswith(_FAILED_SUFFIX) and (only is None or p.stem in only)
     )  # fmt: skip
     if not paths:
-        raise ValueError(f"notebooks: no notebook to run in {notebooks}")
-    manifest = {
-        "model": model,
-        "device": device or "auto",
-        "dtype": dtype or "auto",
-        "versions": library_versions(),
-        "machine": platform.machine(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "notebooks": {},
-    }
-    failed: dict[str, Path | None] = {}
+        raise ValueError(f"notebooks: no notebook to run in {notebooks}" + (f" named {only}" if only else ""))
+    return paths
+
+
+def _parameters(path: Path, overrides: dict) -> tuple[dict, dict]:
+    """A notebook's default parameters, and those of ``overrides`` that differ from them.
+
+    Only what differs is passed, so that a default run injects nothing.
+    """
+    import papermill
+
+    defaults = {name: ast.literal_eval(spec["default"]) for name, spec in papermill.inspect_notebook(str(path)).items()}
+    return defaults, {k: v for k, v in overrides.items() if k in defaults and v != defaults[k]}
+
+
+def _fresh_copy(path: Path, destination: Path) -> Path:
+    """``path`` without the parameters an earlier run injected: this run's parameters alone count."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells = [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nbformat.write(notebook, destination)
+    return destination
+
+
+def _run_all(paths, model, device, dtype, manifest, failed, papermill) -> None:
+    """Run each notebook; record it in the manifest, or its failure in ``failed``."""
     for path in paths:
-        defaults = {
-            name: ast.literal_eval(spec["default"]) for name, spec in papermill.inspect_notebook(str(path)).items()
-        }
         notebook_model = _only_model(path) or model
         if notebook_model != model:
             logger.info("%s runs with the %s model only, not %s", path, notebook_model, model)
-        overrides = {"model": notebook_model, "device": device, "dtype": dtype}
-        # pass only what differs from the notebook's defaults, so a default run injects nothing
-        parameters = {k: v for k, v in overrides.items() if k in defaults and v != defaults[k]}
+        defaults, parameters = _parameters(path, {"model": notebook_model, "device": device, "dtype": dtype})
         logger.info("running %s %s", path, parameters or "with its defaults")
         failed_run = path.with_name(path.stem + _FAILED_SUFFIX)
         failed_run.unlink(missing_ok=True)  # the failure of an earlier run no longer holds
+        fingerprints = path.parent / "fingerprints" / f"{path.stem}.json"
+        recorded = fingerprints.read_bytes() if fingerprints.is_file() else None
         with tempfile.TemporaryDirectory() as scratch:
             run = Path(scratch) / path.name
+            source = _fresh_copy(path, Path(scratch) / f"source-{path.name}")
             started = time.perf_counter()
             try:
                 # cwd stays the notebook's folder, so that its relative output_dir works
                 papermill.execute_notebook(
-                    str(path), str(run), parameters=parameters, cwd=str(path.parent), progress_bar=False,
+                    str(source), str(run), parameters=parameters, cwd=str(path.parent), progress_bar=False,
                     kernel_name="python3",
                 )  # fmt: skip
             except Exception as error:  # any failure of this notebook; the others still run
                 if run.exists():  # papermill writes the run as it goes, up to the failing cell
                     shutil.move(run, failed_run)
                 failed[path.stem] = failed_run if failed_run.exists() else None
+                if recorded is not None:  # the committed fingerprints go with the committed notebook
+                    fingerprints.write_bytes(recorded)
                 logger.error("%s failed and was left as it was (its run: %s):\n%s", path, failed[path.stem], error)
                 continue
             seconds = time.perf_counter() - started
@@ -141,6 +144,55 @@ def regenerate(
             "parameters": {**defaults, **parameters},
             "figures": sorted(str(p.relative_to(path.parent)) for p in figures_dir.glob("*.*")),
         }
+
+
+def regenerate(
+    model: str = "embedded",
+    device: str | None = None,
+    dtype: str | None = None,
+    notebooks: Path = NOTEBOOKS,
+    only: list[str] | None = None,
+    keep_other_models: bool = False,
+) -> dict:
+    """Execute the notebooks in place with the given model; return and write the manifest.
+
+    A notebook replaces its committed file only when its run succeeds. The others still run;
+    then the manifest is written (listing the failed ones under ``"failed"``) and
+    :class:`NotebooksFailed` is raised. With ``keep_other_models`` (``make book``), a notebook
+    that another model drew (Stable Diffusion on a GPU, say) is kept as it is, and the log says so.
+    """
+    import papermill
+
+    from .pipeline import library_versions
+
+    paths = _notebook_paths(notebooks, only)
+    if keep_other_models:
+        kept = [p for p in paths if (_only_model(p) or model) != _drawn_by(p)]
+        for path in kept:
+            logger.warning(
+                "%s was drawn by %s, not %s: kept as committed (make figures MODEL=%s replaces it)",
+                path, _drawn_by(path), model, model,
+            )  # fmt: skip
+        paths = [p for p in paths if p not in kept]
+    manifest = {
+        "model": model,
+        "device": device or "auto",
+        "dtype": dtype or "auto",
+        "versions": library_versions(),
+        "machine": platform.machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "notebooks": {},
+    }
+    failed: dict[str, Path | None] = {}
+    before = os.environ.get(RECORD)
+    os.environ[RECORD] = "1"  # the notebooks' kernels record the fingerprints of the pictures they draw
+    try:
+        _run_all(paths, model, device, dtype, manifest, failed, papermill)
+    finally:
+        if before is None:
+            del os.environ[RECORD]
+        else:
+            os.environ[RECORD] = before
     if failed:
         manifest["failed"] = {name: None if run is None else str(run) for name, run in failed.items()}
     manifest_path = notebooks / "figures" / "manifest.json"
@@ -152,20 +204,134 @@ def regenerate(
     return manifest
 
 
+def _drawn_by(path: Path) -> str:
+    """The model that drew a committed notebook: its injected parameters', else its default."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["model"]:
+                    return ast.literal_eval(node.value)
+    return _parameters(path, {})[0].get("model", "embedded")
+
+
+def _figure_images(path: Path) -> dict:
+    """The PNG outputs of a notebook as HxWx3 arrays, named by their figure (else their cell)."""
+    import base64
+    import io
+
+    import nbformat
+    import numpy as np
+    from PIL import Image
+
+    images = {}
+    for number, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        name = cell.metadata.get("mystnb", {}).get("figure", {}).get("name") or f"cell {number}"
+        pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        for k, png in enumerate(pngs):
+            image = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB")
+            images[name if len(pngs) == 1 else f"{name} #{k + 1}"] = np.asarray(image)
+    return images
+
+
+def _psnr(committed, regenerated) -> float | None:
+    import numpy as np
+
+    if committed.shape != regenerated.shape:
+        return None
+    mse = float(np.mean((committed.astype(np.float64) - regenerated.astype(np.float64)) ** 2)) / 255**2
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def check(
+    model: str | None = None, device: str | None = None, dtype: str | None = None,
+    notebooks: Path = NOTEBOOKS, only: list[str] | None = None,
+) -> list[dict]:  # fmt: skip
+    """Regenerate notebooks in a temporary folder and compare every figure with the committed one.
+
+    Each notebook runs with the model that drew it (or ``model``); the committed files are never
+    touched. One row per figure: its notebook and name, the largest change of a fingerprint cell
+    (:mod:`blending.fingerprint`), whether that is within the tolerance, and the PSNR (dB)
+    against the committed PNG.
+    """
+    import papermill
+
+    from .fingerprint import TOLERANCE, cell_means, largest_change
+
+    paths = _notebook_paths(notebooks, only)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / notebooks.name
+        shutil.copytree(notebooks, copy, ignore=shutil.ignore_patterns("figures", "*" + _FAILED_SUFFIX))
+        for path in paths:
+            drawn_by = _only_model(path) or model or _drawn_by(path)
+            _, parameters = _parameters(path, {"model": drawn_by, "device": device, "dtype": dtype})
+            run = _fresh_copy(path, copy / path.name)
+            logger.info("checking %s with %s", path, drawn_by)
+            try:
+                papermill.execute_notebook(str(run), str(run), parameters=parameters, cwd=str(copy), progress_bar=False,
+                                           kernel_name="python3")  # fmt: skip
+            except Exception as error:  # this notebook's figures cannot be compared; the others can
+                logger.error("%s failed to run: %s", path, error)
+                rows.append({"notebook": path.stem, "figure": "(the notebook failed to run)", "change": None, "match": False, "psnr": None})
+                continue
+            committed, regenerated = _figure_images(path), _figure_images(run)
+            for name in [*committed, *(n for n in regenerated if n not in committed)]:
+                if name not in committed or name not in regenerated:
+                    change, psnr = None, None
+                else:
+                    change = largest_change(cell_means(committed[name]), regenerated[name])
+                    psnr = _psnr(committed[name], regenerated[name])
+                match = change is not None and change <= TOLERANCE
+                rows.append({"notebook": path.stem, "figure": name, "change": change, "match": match, "psnr": psnr})
+    return rows
+
+
+def _check_table(rows: list[dict]) -> str:
+    lines = ["| notebook | figure | fingerprint | largest cell change | PSNR (dB) |", "| --- | --- | :---: | ---: | ---: |"]
+    for r in rows:
+        change = "n/a" if r["change"] is None else f"{r['change']:.4f}"
+        psnr = "n/a" if r["psnr"] is None else "identical" if r["psnr"] == float("inf") else f"{r['psnr']:.1f}"
+        lines.append(f"| {r['notebook']} | {r['figure']} | {'match' if r['match'] else 'DIFFERS'} | {change} | {psnr} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m blending.figures", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--model", help="the model to draw with (default: embedded; with --check, the one that drew each notebook)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS)
     parser.add_argument("--only", nargs="+", help="notebook names (without .ipynb) to run")
+    parser.add_argument("--keep-other-models", action="store_true",
+                        help="keep the notebooks that another model drew, as make book does")  # fmt: skip
+    parser.add_argument("--check", action="store_true",
+                        help="regenerate into a temporary folder and compare every figure with the committed one")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        manifest = regenerate(args.model, args.device, args.dtype, args.notebooks, args.only)
+        if args.check:
+            rows = check(args.model, args.device, args.dtype, args.notebooks, args.only)
+        else:
+            manifest = regenerate(
+                args.model or "embedded", args.device, args.dtype, args.notebooks, args.only, args.keep_other_models
+            )
+    except ValueError as error:  # bad arguments, such as --only naming no notebook
+        print(f"python -m blending.figures: error: {error}", file=sys.stderr)
+        return 2
     except NotebooksFailed as error:
         logger.error("%s", error)
         return 1
+    if args.check:
+        sys.stdout.write(_check_table(rows))  # the command prints the table
+        differ = [f"{r['notebook']}: {r['figure']}" for r in rows if not r["match"]]
+        if differ:
+            print(f"{len(differ)} of {len(rows)} figures differ from the committed ones: {'; '.join(differ)}", file=sys.stderr)
+            return 1
+        print(f"all {len(rows)} figures match the committed ones", file=sys.stderr)
+        return 0
     for name, entry in manifest["notebooks"].items():
         logger.info("%s: %s s, %d figures", name, entry["seconds"], len(entry["figures"]))
     return 0
