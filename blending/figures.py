@@ -60,7 +60,8 @@ def _only_model(path: Path) -> str | None:
 
 
 def _strip_volatile(path: Path) -> None:
-    """Drop what differs between two identical runs, so that a rerun leaves the file unchanged."""
+    """Drop what differs between two identical runs, so that a rerun leaves the file unchanged,
+    and what the pages do not show: library warnings and progress bars on stderr."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -69,7 +70,9 @@ def _strip_volatile(path: Path) -> None:
             holder.metadata.pop(key, None)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if _WIDGET not in o.get("data", {})]
+            cell.outputs = [
+                o for o in cell.outputs if _WIDGET not in o.get("data", {}) and o.get("name") != "stderr"
+            ]  # fmt: skip
     nbformat.write(notebook, path)
 
 
@@ -104,8 +107,10 @@ def _fresh_copy(path: Path, destination: Path) -> Path:
     return destination
 
 
-def _run_all(paths, model, device, dtype, manifest, failed, papermill) -> None:
+def _run_all(paths, model, device, dtype, manifest, failed) -> None:
     """Run each notebook; record it in the manifest, or its failure in ``failed``."""
+    import papermill
+
     for path in paths:
         notebook_model = _only_model(path) or model
         if notebook_model != model:
@@ -161,19 +166,16 @@ def regenerate(
     :class:`NotebooksFailed` is raised. With ``keep_other_models`` (``make book``), a notebook
     that another model drew (Stable Diffusion on a GPU, say) is kept as it is, and the log says so.
     """
-    import papermill
-
     from .pipeline import library_versions
 
     paths = _notebook_paths(notebooks, only)
     if keep_other_models:
-        kept = [p for p in paths if (_only_model(p) or model) != _drawn_by(p)]
-        for path in kept:
-            logger.warning(
-                "%s was drawn by %s, not %s: kept as committed (make figures MODEL=%s replaces it)",
-                path, _drawn_by(path), model, model,
-            )  # fmt: skip
-        paths = [p for p in paths if p not in kept]
+        drawn_by = {p: _drawn_by(p) for p in paths if not _only_model(p)}
+        for path, other in drawn_by.items():
+            if other != model:
+                logger.warning("%s was drawn by %s, not %s: kept as committed (make figures MODEL=%s replaces it)",
+                               path, other, model, model)  # fmt: skip
+        paths = [p for p in paths if drawn_by.get(p, model) == model]
     manifest = {
         "model": model,
         "device": device or "auto",
@@ -187,7 +189,7 @@ def regenerate(
     before = os.environ.get(RECORD)
     os.environ[RECORD] = "1"  # the notebooks' kernels record the fingerprints of the pictures they draw
     try:
-        _run_all(paths, model, device, dtype, manifest, failed, papermill)
+        _run_all(paths, model, device, dtype, manifest, failed)
     finally:
         if before is None:
             del os.environ[RECORD]

@@ -35,14 +35,14 @@ RECORD = "BLENDING_RECORD_FINGERPRINTS"
 def cell_means(image) -> np.ndarray:
     """The picture's 8-bit pixels averaged over each cell of a GRID x GRID grid: GRID x GRID x 3 in [0, 1].
 
-    ``image`` is any image :func:`blending.plot.image_array` reads, or an HxWx3 (or x4) array.
+    ``image`` is any image :func:`blending.plot.image_array` reads.
     """
     from .plot import image_array
 
-    pixels = np.asarray(image) if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 4 else image_array(image)
+    pixels = image_array(image)
     if pixels.dtype != np.uint8:  # as a PNG stores it
         pixels = np.clip(np.round(np.asarray(pixels, dtype=np.float64) * 255), 0, 255)
-    pixels = np.asarray(pixels, dtype=np.float64)[..., :3] / 255
+    pixels = np.asarray(pixels, dtype=np.float64) / 255
     height, width, _ = pixels.shape
     if height < GRID or width < GRID:
         raise ValueError(f"image must be at least {GRID}x{GRID} pixels, got {width}x{height}")
