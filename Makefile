@@ -1,7 +1,7 @@
 # The blending companion. Two commands do all the set-up on a fresh machine:
 #   make book    regenerate every figure (papermill) and build the book into _build/html
-#   make check   run every check: unit tests, nbval, the book build, the browser check, and the
-#                unit tests again with the oldest supported versions (make check-oldest)
+#   make check   run every check: unit tests, nbval, the book build, the browser checks (the site;
+#                the chapters in JupyterLab), and the unit tests with the oldest versions (make check-oldest)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -90,7 +90,7 @@ ifeq ($(RERUN_CHECK),1)
 	@git diff --quiet -- notebooks || { git diff --stat -- notebooks; \
 	  echo "The regenerated notebooks differ from the committed ones (above): a rerun must change nothing."; exit 1; }
 endif
-	$(BIN)/python -m pytest tests/site --site $(SITE)
+	$(BIN)/python -m pytest tests/site --site $(SITE) --jupyterlab
 	$(MAKE) check-oldest
 
 clean:

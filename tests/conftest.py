@@ -38,3 +38,8 @@ def pytest_addoption(parser):
         default=None,
         help="the built book (e.g. _build/html) to check in a browser; without it the browser checks are skipped",
     )
+    parser.addoption(
+        "--jupyterlab",
+        action="store_true",
+        help="run the chapters in JupyterLab in a browser (tests/site/test_jupyterlab.py); without it that check is skipped",
+    )

@@ -72,7 +72,8 @@ def site(request):
 
 
 @pytest.fixture(scope="module")
-def browser(site):
+def chromium():
+    """Headless Chromium, launched with Playwright; skipped without one (under CI=true, a failure)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -87,6 +88,12 @@ def browser(site):
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(site, chromium):
+    """The browser for the built book: ``site`` comes first, so no --site skips before any browser is sought."""
+    return chromium
 
 
 if __name__ == "__main__":
