@@ -4,7 +4,8 @@
 model on the CPU; ``--model CompVis/stable-diffusion-v1-4 --device cuda`` draws them with the
 paper's model. Each notebook writes its figures as PNGs under ``notebooks/figures/<notebook>/``;
 ``notebooks/figures/manifest.json`` records the model, device, library versions, each notebook's
-model, parameters and seconds.
+model, parameters and seconds; ``notebooks/status.json`` (committed, see :mod:`blending.status`)
+records who drew each chapter and what the last ``--check`` found, for the book's *Status* page.
 
 A notebook whose metadata names ``{"blending": {"only_model": "embedded"}}`` (the controlled-world
 chapter, whose attribute readers only understand the toy world) runs with that model whatever
@@ -26,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import status
 from .fingerprint import RECORD
 
 __all__ = ["NotebooksFailed", "check", "main", "regenerate"]
@@ -107,8 +109,26 @@ def _fresh_copy(path: Path, destination: Path) -> Path:
     return destination
 
 
+def _device_description(device: str | None, dtype: str | None) -> tuple[str, str]:
+    """The device and dtype that the notebooks' pipelines get, in words: ("cuda (NVIDIA T4)", "float16")."""
+    import torch
+
+    from .loading import resolve_device
+
+    resolved, resolved_dtype = resolve_device(device, None if dtype is None else getattr(torch, dtype))
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device} is not available on this machine")
+        name = f"cuda ({torch.cuda.get_device_name(resolved)})"
+    elif resolved.type == "cpu":
+        name = f"cpu ({platform.machine()})"
+    else:
+        name = str(resolved)
+    return name, str(resolved_dtype).removeprefix("torch.")
+
+
 def _run_all(paths, model, device, dtype, manifest, failed) -> None:
-    """Run each notebook; record it in the manifest, or its failure in ``failed``."""
+    """Run each notebook; record it in the manifest and the status, or its failure in ``failed``."""
     import papermill
 
     for path in paths:
@@ -142,6 +162,11 @@ def _run_all(paths, model, device, dtype, manifest, failed) -> None:
             seconds = time.perf_counter() - started
             _strip_volatile(run)
             shutil.move(run, path)
+        status.record_drawn(
+            path.parent / status.FILENAME, path.stem, model=notebook_model, device=manifest["device"],
+            dtype=manifest["dtype"], versions=manifest["versions"], pictures=status.pictures_digest(path),
+            seconds=seconds,
+        )  # fmt: skip
         figures_dir = path.parent / "figures" / path.stem
         manifest["notebooks"][path.stem] = {
             "model": notebook_model,
@@ -176,10 +201,11 @@ def regenerate(
                 logger.warning("%s was drawn by %s, not %s: kept as committed (make figures MODEL=%s replaces it)",
                                path, other, model, model)  # fmt: skip
         paths = [p for p in paths if drawn_by.get(p, model) == model]
+    device_name, dtype_name = _device_description(device, dtype)
     manifest = {
         "model": model,
-        "device": device or "auto",
-        "dtype": dtype or "auto",
+        "device": device_name,
+        "dtype": dtype_name,
         "versions": library_versions(),
         "machine": platform.machine(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -254,7 +280,8 @@ def check(
     """Regenerate notebooks in a temporary folder and compare every figure with the committed one.
 
     Each notebook runs with the model that drew it (or ``model``); the committed files are never
-    touched. One row per figure: its notebook and name, the largest change of a fingerprint cell
+    touched; ``status.json`` records each notebook's result (:mod:`blending.status`). One row per
+    figure: its notebook and name, the largest change of a fingerprint cell
     (:mod:`blending.fingerprint`), whether that is within the tolerance, and the PSNR (dB)
     against the committed PNG.
     """
@@ -262,7 +289,10 @@ def check(
 
     from .fingerprint import TOLERANCE, cell_means, largest_change
 
+    from .pipeline import library_versions
+
     paths = _notebook_paths(notebooks, only)
+    device_name, _ = _device_description(device, dtype)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / notebooks.name
@@ -272,22 +302,31 @@ def check(
             _, parameters = _parameters(path, {"model": drawn_by, "device": device, "dtype": dtype})
             run = _fresh_copy(path, copy / path.name)
             logger.info("checking %s with %s", path, drawn_by)
+            notebook_rows = []
             try:
                 papermill.execute_notebook(str(run), str(run), parameters=parameters, cwd=str(copy), progress_bar=False,
                                            kernel_name="python3")  # fmt: skip
             except Exception as error:  # this notebook's figures cannot be compared; the others can
                 logger.error("%s failed to run: %s", path, error)
-                rows.append({"notebook": path.stem, "figure": "(the notebook failed to run)", "change": None, "match": False, "psnr": None})
-                continue
-            committed, regenerated = _figure_images(path), _figure_images(run)
-            for name in [*committed, *(n for n in regenerated if n not in committed)]:
-                if name not in committed or name not in regenerated:
-                    change, psnr = None, None
-                else:
-                    change = largest_change(cell_means(committed[name]), regenerated[name])
-                    psnr = _psnr(committed[name], regenerated[name])
-                match = change is not None and change <= TOLERANCE
-                rows.append({"notebook": path.stem, "figure": name, "change": change, "match": match, "psnr": psnr})
+                notebook_rows.append({"notebook": path.stem, "figure": "(the notebook failed to run)", "change": None,
+                                      "match": False, "psnr": None})  # fmt: skip
+            else:
+                committed, regenerated = _figure_images(path), _figure_images(run)
+                for name in [*committed, *(n for n in regenerated if n not in committed)]:
+                    if name not in committed or name not in regenerated:
+                        change, psnr = None, None
+                    else:
+                        change = largest_change(cell_means(committed[name]), regenerated[name])
+                        psnr = _psnr(committed[name], regenerated[name])
+                    match = change is not None and change <= TOLERANCE
+                    notebook_rows.append({"notebook": path.stem, "figure": name, "change": change, "match": match, "psnr": psnr})
+            rows += notebook_rows
+            if drawn_by == (_only_model(path) or _drawn_by(path)):  # a check with another model checks nothing committed
+                status.record_check(
+                    notebooks / status.FILENAME, path.stem, figures=len(notebook_rows),
+                    differ=[r["figure"] for r in notebook_rows if not r["match"]], device=device_name,
+                    versions=library_versions(),
+                )  # fmt: skip
     return rows
 
 
@@ -310,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-other-models", action="store_true",
                         help="keep the notebooks that another model drew, as make book does")  # fmt: skip
     parser.add_argument("--check", action="store_true",
-                        help="regenerate into a temporary folder and compare every figure with the committed one")  # fmt: skip
+                        help="regenerate into a temporary folder, compare every figure with the committed one and record "
+                             "the result in status.json")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "load_pipeline", "optimize_unet"]
+__all__ = ["EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "load_pipeline", "optimize_unet", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +26,29 @@ class ModelUnavailableError(OSError):
     """The model is neither on this machine nor downloadable now."""
 
 
-def _default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def resolve_device(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype :func:`load_pipeline` uses for these arguments.
+
+    ``device`` defaults to cuda if available, else mps, else cpu; ``dtype`` to float16 on cuda and
+    float32 elsewhere. Raises ValueError for a dtype that is not a torch.dtype, or float16 on cpu.
+    """
+    if device is None:
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("dtype: float16 is not supported on cpu; use torch.float32 (or a cuda device)")
+    return device, dtype
 
 
 def _check_safetensors(folder: Path, model: str) -> None:
@@ -159,13 +176,7 @@ def load_pipeline(
     from diffusers import StableDiffusionPipeline
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-    device = _default_device() if device is None else torch.device(device)
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
-    if dtype == torch.float16 and device.type == "cpu":
-        raise ValueError("dtype: float16 is not supported on cpu; use torch.float32 (or a cuda device)")
+    device, dtype = resolve_device(device, dtype)
     scheduler_class = getattr(diffusers, scheduler, None) if isinstance(scheduler, str) else None
     if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
         raise ValueError(f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}")
