@@ -18,12 +18,23 @@ from .loading import PAPER_MODEL, load_pipeline
 from .pipeline import BlendResult, blend
 
 __all__ = [
-    "check_pictures", "denoising_frames", "figure", "pictures", "provenance", "start", "start_toy_world", "summary",
-    "write_animation",
+    "PAPER_PROMPTS", "TOY_PROMPTS", "chapter_prompts", "check_pictures", "denoising_frames", "figure", "pictures",
+    "provenance", "start", "start_toy_world", "summary", "write_animation",
 ]
 
 #: How to regenerate the figures with the paper's model (see the README).
 REGENERATE_WITH_SD = f"make figures MODEL={PAPER_MODEL} DEVICE=cuda"
+#: The paper's running example.
+PAPER_PROMPTS = ("lion", "cat")
+#: What a chapter blends with the embedded model, which knows its toy world and no lions or cats.
+TOY_PROMPTS = ("a large red circle", "a small blue square")
+
+
+def chapter_prompts(model: str, prompt_1: str | None = None, prompt_2: str | None = None) -> tuple[str, str]:
+    """The prompts a chapter blends: those given, else the paper's for Stable Diffusion and a
+    pair of the toy world for the embedded model (whose pictures of "lion" mean nothing)."""
+    defaults = TOY_PROMPTS if model == "embedded" else PAPER_PROMPTS
+    return (defaults[0] if prompt_1 is None else prompt_1, defaults[1] if prompt_2 is None else prompt_2)
 
 
 def start(model: str = "embedded", device: str | None = None, dtype: str | None = None):
@@ -46,8 +57,9 @@ def start_toy_world(model: str = "embedded", device: str | None = None, dtype: s
     return start(model, device, dtype)
 
 
-def provenance(pipe, *, toy_world: bool = False):
-    """A banner that says which model drew the page's pictures.
+def provenance(pipe, *, toy_world: bool = False, prompts: tuple[str, str] | None = None, paper_prompts: bool = False):
+    """A banner that says which model drew the page's pictures, and what it blends: ``prompts``, or
+    with ``paper_prompts`` the paper's own prompts (a page about the published figures).
 
     For the embedded model it warns that the pictures are a smoke test, not the paper's results,
     unless ``toy_world``: a page that measures the toy world itself, where its results are the point.
@@ -69,17 +81,28 @@ def provenance(pipe, *, toy_world: bool = False):
             f"<p>{drawn_by} The numbers on this page are measured results about the toy world of "
             "coloured shapes that the embedded model was trained on, not about Stable Diffusion.</p></div>"
         )
+    blended = ""
+    if prompts is not None:
+        blended = f" It blends <code>{html.escape(prompts[0])}</code> and <code>{html.escape(prompts[1])}</code>"
+        if pipe.name_or_path == "embedded" and tuple(prompts) == TOY_PROMPTS:
+            blended += (f", a pair of its toy world, in place of the paper's <code>{PAPER_PROMPTS[0]}</code> and "
+                        f"<code>{PAPER_PROMPTS[1]}</code>, which it does not know")  # fmt: skip
+        elif pipe.name_or_path == "embedded" and tuple(prompts) == PAPER_PROMPTS:
+            blended += ", the paper's prompts, which it does not know: its pictures of them mean nothing"
+        blended += " (the parameters cell sets them)."
+    elif paper_prompts:
+        blended = " This page blends the paper's own prompts"
+        blended += ", which the embedded model does not know: its pictures of them mean nothing." if pipe.name_or_path == "embedded" else "."
     if pipe.name_or_path == "embedded":
         return HTML(
             '<div class="admonition warning"><p class="admonition-title">Smoke test, not the paper\'s results</p>'
             f"<p>{drawn_by} The pictures on this page come from the small model that ships with the "
             "package, trained on a toy world of coloured shapes (see <em>A controlled world</em>), so "
-            "that every page builds offline on a CPU. It does not know lions or cats: these pictures "
-            "check the machinery, they are not what blending does in Stable Diffusion. To draw them "
-            "with Stable Diffusion v1.4, run "
+            f"that every page builds offline on a CPU.{blended} These pictures check the machinery; they "
+            "are not what blending does in Stable Diffusion. To draw them with Stable Diffusion v1.4, run "
             f"<code>{REGENERATE_WITH_SD}</code> on a GPU machine (see <em>Reproducing on a GPU</em>).</p></div>"
         )
-    return HTML(f'<div class="admonition note"><p class="admonition-title">Model</p><p>{drawn_by}</p></div>')
+    return HTML(f'<div class="admonition note"><p class="admonition-title">Model</p><p>{drawn_by}{blended}</p></div>')
 
 
 def figure(fig, output_dir: str | Path, name: str):

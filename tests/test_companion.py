@@ -55,6 +55,21 @@ def test_the_banner_warns_only_for_the_embedded_model(sd1_pipe):
     assert "Smoke test" not in banner and "CompVis/stable-diffusion-v1-4" in banner
 
 
+def test_chapters_blend_toy_prompts_with_the_embedded_model_and_say_so(sd1_pipe):
+    assert companion.chapter_prompts("embedded") == companion.TOY_PROMPTS
+    assert companion.chapter_prompts("CompVis/stable-diffusion-v1-4") == ("lion", "cat")
+    assert companion.chapter_prompts("embedded", "dog", None) == ("dog", companion.TOY_PROMPTS[1])  # overridable
+    sd1_pipe.register_to_config(_name_or_path="embedded")
+    banner = companion.provenance(sd1_pipe, prompts=companion.TOY_PROMPTS).data
+    assert "a pair of its toy world, in place of the paper's <code>lion</code>" in banner
+    banner = companion.provenance(sd1_pipe, prompts=("lion", "cat")).data
+    assert "the paper's prompts, which it does not know" in banner
+    assert "the paper's own prompts, which the embedded model does not know" in companion.provenance(sd1_pipe, paper_prompts=True).data
+    sd1_pipe.register_to_config(_name_or_path="CompVis/stable-diffusion-v1-4")
+    banner = companion.provenance(sd1_pipe, prompts=("lion", "cat")).data
+    assert "It blends <code>lion</code> and <code>cat</code> (the parameters cell sets them)." in banner
+
+
 def test_the_toy_world_chapter_refuses_other_models_and_says_its_results_are_measured(sd1_pipe):
     with pytest.raises(ValueError, match="^model: .*'CompVis/stable-diffusion-v1-4'"):
         companion.start_toy_world("CompVis/stable-diffusion-v1-4")

@@ -10,7 +10,6 @@ from blending import blend_seeds, load_pipeline
 from blending.toy import model as toy
 from blending.toy import training_metrics
 from blending.toy.readers import load_readers, read
-from blending.toy.study import attribute_of_prompt, run_study, wilson_interval
 from blending.toy.train import evaluate, main, reader_accuracy
 from blending.toy.world import HELD_OUT, SHAPES, Attributes, caption, render, sample_attributes, sample_batch
 
@@ -80,31 +79,6 @@ def test_the_embedded_model_is_small_enough_to_ship():
     assert size <= 20_000_000, size
 
 
-def test_wilson_interval():
-    low, high = wilson_interval(50, 100)
-    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
-    assert wilson_interval(0, 10)[0] == 0 and wilson_interval(10, 10)[1] == 1
-
-
-def test_attribute_of_prompt():
-    assert attribute_of_prompt("a large red circle") == {"shape": "circle", "colour": "red", "size": "large"}
-    with pytest.raises(ValueError, match="prompt"):
-        attribute_of_prompt("a red circle")
-
-
-def test_study_counts_are_consistent(embedded, readers):
-    pair = ("a large red circle", "a small blue star")
-    counts = run_study(embedded, [pair], [0, 1, 2], [0.0, 0.5, 1.0], [0.5], readers, num_inference_steps=10)
-    assert {c.total for c in counts} == {3}
-    at_0 = [c for c in counts if c.ratio == 0.0 and not c.swapped]
-    assert len({(c.attribute, c.from_1, c.from_2) for c in at_0}) == 3  # every method: the same plain image
-    # TEXTUAL at 0.5 is symmetric in the prompts: swapping them swaps the counts exactly
-    for attribute in ("shape", "colour", "size"):
-        forward, = [c for c in counts if c.method == "textual" and c.ratio == 0.5 and not c.swapped and c.attribute == attribute]
-        swapped, = [c for c in counts if c.method == "textual" and c.ratio == 0.5 and c.swapped and c.attribute == attribute]
-        assert (forward.from_1, forward.from_2, forward.neither) == (swapped.from_2, swapped.from_1, swapped.neither)
-
-
 def test_training_runs_end_to_end_and_resumes(tmp_path, caplog):
     def arguments(vae_steps):
         return [
@@ -121,3 +95,17 @@ def test_training_runs_end_to_end_and_resumes(tmp_path, caplog):
     caplog.set_level("INFO")
     assert main(arguments(vae_steps=3)) == 0
     assert "vae: resuming at step 2 of 3" in caplog.text
+
+
+def test_the_toy_unet_is_wired_like_stable_diffusion():
+    """Counted by the cross_attention_layout the methods use, on SD v1.4's own configuration."""
+    from blending.attention import cross_attention_layout
+    from blending.toy.report import sd_unet_skeleton
+
+    def by_part(unet):
+        layout = cross_attention_layout(unet)
+        parts = [name.split(".")[0] for name in layout.names]
+        return [parts.count(p) for p in ("down_blocks", "mid_block", "up_blocks")], layout.num_encoder_layers
+
+    assert by_part(sd_unet_skeleton()) == ([6, 1, 9], 7)
+    assert by_part(toy.build_unet()) == ([6, 1, 9], 7)

@@ -1,8 +1,9 @@
 """The toy text-to-image model: Stable Diffusion's classes at a size a laptop CPU trains.
 
 An ``AutoencoderKL`` (64x64 pictures to 4x8x8 latents), a CLIP text encoder with a word-level
-BPE tokenizer over the world's vocabulary, a ``UNet2DConditionModel`` laid out like SD 1.x
-(cross-attention in the down, mid and up blocks), and the SD noise schedule.
+BPE tokenizer over the world's vocabulary, a ``UNet2DConditionModel`` wired like SD 1.x (its
+16 cross-attention layers: 6 in the down blocks, 1 in the mid block, 9 in the up blocks), and
+the SD noise schedule.
 """
 
 from __future__ import annotations
@@ -64,17 +65,25 @@ def build_text_encoder(tokenizer):
 
 
 def build_unet():
-    """SD 1.x's layout at toy size: cross-attention in a down block, the mid block and an up block."""
+    """Stable Diffusion v1.x's U-Net wiring at toy width.
+
+    The same block types in the same order as SD v1.x (``models/sd-v1-4-architecture.json``):
+    three ``CrossAttnDownBlock2D`` and a ``DownBlock2D``, a cross-attention mid block, an
+    ``UpBlock2D`` and three ``CrossAttnUpBlock2D``, two layers per block. So there are 16
+    cross-attention layers, 6 in the down blocks, 1 in the mid block and 9 in the up blocks, at
+    the three finest resolutions, as in SD. Only the widths (SD: 320, 640, 1280, 1280) and the
+    latent grid (SD: 64x64, here 8x8, so the blocks run at 8, 4, 2 and 1) are smaller.
+    """
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=4,
         norm_num_groups=32,

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
-
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..methods import METHODS
-from .study import ATTRIBUTES, Count
+from .study import ATTRIBUTES, DISTINCT_SOURCES, Share
 from .world import caption, render, sample_attributes
 
-__all__ = ["attribute_curves", "findings", "generations_figure", "merge_pairs", "order_table", "world_figure"]
+__all__ = [
+    "attribute_curves", "findings", "generations_figure", "order_table", "sd_unet_skeleton", "wiring_table", "world_figure",
+]
 
-_COLOURS = {"from_1": "#1f77b4", "from_2": "#d62728", "neither": "#7f7f7f"}
-_LABELS = {"from_1": "from prompt 1", "from_2": "from prompt 2", "neither": "neither"}
+_COLOURS = {"prompt_1": "#1f77b4", "prompt_2": "#d62728", "neither": "#7f7f7f"}
+_LABELS = {"prompt_1": "from prompt 1", "prompt_2": "from prompt 2", "neither": "neither"}
 
 
 def world_figure(count: int = 12, seed: int = 0) -> Figure:
@@ -48,32 +48,25 @@ def generations_figure(pipe, prompts: list[str], seeds: list[int], **kwargs) -> 
     return figure
 
 
-def merge_pairs(counts: list[Count]) -> dict[tuple, Count]:
-    """Sum the counts of all pairs: one Count per (swapped, method, ratio, attribute)."""
-    merged: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for c in counts:
-        total = merged[(c.swapped, c.method, c.ratio, c.attribute)]
-        total[0] += c.from_1
-        total[1] += c.from_2
-        total[2] += c.neither
-    return {key: Count(-1, key[0], key[1], key[2], key[3], *value) for key, value in merged.items()}
+def _by_cell(shares: list[Share]) -> dict[tuple, Share]:
+    return {(sh.swapped, sh.method, sh.ratio, sh.attribute): sh for sh in shares}
 
 
-def attribute_curves(counts: list[Count]) -> Figure:
-    """One panel per method and attribute: where the attribute comes from, against the ratio."""
-    merged = merge_pairs(counts)
-    methods = list(METHODS)
+def attribute_curves(shares: list[Share]) -> Figure:
+    """One panel per method and attribute: where the attribute comes from, against the ratio
+    (pairs' order), with the study's 95% intervals."""
+    methods = sorted({sh.method for sh in shares}, key=list(METHODS).index)
     figure = Figure(figsize=(11, 2.3 * len(methods)), layout="constrained")
-    axes = figure.subplots(len(methods), len(ATTRIBUTES), sharex=True, sharey=True)
+    axes = np.atleast_2d(figure.subplots(len(methods), len(ATTRIBUTES), sharex=True, sharey=True))
     for row, method in zip(axes, methods):
         for ax, attribute in zip(row, ATTRIBUTES):
-            cells = sorted((k[2], c) for k, c in merged.items() if not k[0] and k[1] == method and k[3] == attribute)
+            cells = sorted((sh.ratio, sh) for sh in shares if not sh.swapped and sh.method == method and sh.attribute == attribute)
             ratios = [r for r, _ in cells]
-            for outcome in ("from_1", "from_2", "neither"):
-                values = np.array([c.fraction(outcome) for _, c in cells])
-                low, high = np.array([c.interval(outcome) for _, c in cells]).T
-                ax.plot(ratios, values, marker="o", color=_COLOURS[outcome], label=_LABELS[outcome])
-                ax.fill_between(ratios, low, high, color=_COLOURS[outcome], alpha=0.15)
+            for source in DISTINCT_SOURCES:
+                values = np.array([sh.fractions[source] for _, sh in cells])
+                low, high = np.array([sh.intervals[source] for _, sh in cells]).T
+                ax.plot(ratios, values, marker="o", color=_COLOURS[source], label=_LABELS[source])
+                ax.fill_between(ratios, low, high, color=_COLOURS[source], alpha=0.15)
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f"{method.upper()}: {attribute}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -84,45 +77,85 @@ def attribute_curves(counts: list[Count]) -> Figure:
     return figure
 
 
-def order_table(counts: list[Count], ratio: float = 0.5) -> str:
+def order_table(shares: list[Share], ratio: float = 0.5) -> str:
     """A markdown table: at ``ratio``, each attribute's source in both prompt orders."""
-    merged = merge_pairs(counts)
+    cells = _by_cell(shares)
     lines = [
         "| method | attribute | in order: from 1 / from 2 / neither | swapped: from 1 / from 2 / neither |",
         "| --- | --- | --- | --- |",
     ]
     for method in METHODS:
         for attribute in ATTRIBUTES:
-            cells = []
+            texts = []
             for swapped in (False, True):
-                c = merged.get((swapped, method, ratio, attribute))
-                cells.append(
-                    "n/a" if c is None else " / ".join(f"{100 * c.fraction(o):.0f}%" for o in ("from_1", "from_2", "neither"))
-                )
-            lines.append(f"| {method.upper()} | {attribute} | {cells[0]} | {cells[1]} |")
+                sh = cells.get((swapped, method, ratio, attribute))
+                texts.append("n/a" if sh is None else " / ".join(f"{100 * sh.fractions[s]:.0f}%" for s in DISTINCT_SOURCES))
+            lines.append(f"| {method.upper()} | {attribute} | {texts[0]} | {texts[1]} |")
     return "\n".join(lines)
 
 
-def findings(counts: list[Count], ratio: float = 0.5) -> str:
-    """What the counts say at ``ratio``, in plain words (markdown)."""
-    merged = merge_pairs(counts)
+def findings(shares: list[Share], ratio: float = 0.5) -> str:
+    """What the shares say at ``ratio``, in plain words (markdown)."""
+    cells = _by_cell(shares)
+    where = {"prompt_1": "prompt 1", "prompt_2": "prompt 2", "neither": "neither prompt"}
     sentences = []
     for method in METHODS:
         parts = []
         for attribute in ATTRIBUTES:
-            c = merged.get((False, method, ratio, attribute))
-            if c is None:
+            sh = cells.get((False, method, ratio, attribute))
+            if sh is None:
                 continue
-            source = max(("from_1", "from_2", "neither"), key=c.fraction)
-            share = c.fraction(source)
-            low, high = c.interval(source)
-            where = {"from_1": "prompt 1", "from_2": "prompt 2", "neither": "neither prompt"}[source]
-            parts.append(f"{attribute} mostly from {where} ({100 * share:.0f}%, 95% CI {100 * low:.0f}–{100 * high:.0f}%)")
+            source = max(DISTINCT_SOURCES, key=sh.fractions.get)
+            low, high = sh.intervals[source]
+            parts.append(f"{attribute} mostly from {where[source]} ({100 * sh.fractions[source]:.0f}%, 95% interval "
+                         f"{100 * low:.0f}–{100 * high:.0f}%)")  # fmt: skip
+        if not parts:
+            continue
         sentences.append(f"- **{method.upper()}** takes its " + "; ".join(parts) + ".")
-        swapped = [merged.get((True, method, ratio, a)) for a in ATTRIBUTES]
-        forward = [merged.get((False, method, ratio, a)) for a in ATTRIBUTES]
-        if all(swapped) and all(forward):
+        forward = [cells.get((False, method, ratio, a)) for a in ATTRIBUTES]
+        swapped = [cells.get((True, method, ratio, a)) for a in ATTRIBUTES]
+        if all(forward) and all(swapped):
             # in the swapped order prompt 2 holds what prompt 1 held: compare the same concept
-            shift = max(abs(f.fraction("from_1") - s.fraction("from_2")) for f, s in zip(forward, swapped))
+            shift = max(abs(f.fractions["prompt_1"] - s.fractions["prompt_2"]) for f, s in zip(forward, swapped))
             sentences[-1] += f" Swapping the prompts moves a concept's share by up to {100 * shift:.0f} points."
     return "\n".join(sentences)
+
+
+def _layers_by_part(unet) -> dict[str, int]:
+    from ..attention import cross_attention_layout
+
+    names = cross_attention_layout(unet).names
+    return {part: sum(n.startswith(part) for n in names) for part in ("down_blocks", "mid_block", "up_blocks")}
+
+
+def sd_unet_skeleton():
+    """Stable Diffusion v1.4's U-Net built without weights (on the meta device): its layout, no memory."""
+    import json
+
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    from ..loading import EMBEDDED_PATH
+
+    config = json.loads((EMBEDDED_PATH.parent / "sd-v1-4-architecture.json").read_text())["unet"]
+    with init_empty_weights():
+        return UNet2DConditionModel(**config)
+
+
+def wiring_table(unet) -> str:
+    """A markdown table: the toy U-Net's wiring next to Stable Diffusion v1.4's, counted the same way."""
+    sd = sd_unet_skeleton()
+    rows = [("", "this model", "Stable Diffusion v1.4")]
+    for name, get in (
+        ("down blocks", lambda u: ", ".join(t.removesuffix("2D") for t in u.config.down_block_types)),
+        ("up blocks", lambda u: ", ".join(t.removesuffix("2D") for t in u.config.up_block_types)),
+        ("layers per block", lambda u: str(u.config.layers_per_block)),
+        ("widths", lambda u: ", ".join(map(str, u.config.block_out_channels))),
+        ("latent grid", lambda u: f"{u.config.sample_size}x{u.config.sample_size}"),
+        ("cross-attention layers: down / mid / up", lambda u: " / ".join(map(str, _layers_by_part(u).values()))),
+        ("parameters", lambda u: f"{sum(p.numel() for p in u.parameters()) / 1e6:,.1f} M"),
+    ):
+        rows.append((name, get(unet), get(sd)))
+    lines = [f"| {' | '.join(rows[0])} |", "| --- | --- | --- |"]
+    lines += [f"| {' | '.join(row)} |" for row in rows[1:]]
+    return "\n".join(lines)

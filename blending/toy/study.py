@@ -1,56 +1,44 @@
 """The controlled-world study: what each blending method takes from each prompt, measured.
 
-For a pair of prompts that differ in shape, colour and size, every blend is read by the
-attribute readers (:mod:`blending.toy.readers`) and each attribute is counted as coming from
-prompt 1, from prompt 2, or from neither. Fractions come with 95% Wilson intervals.
+Every blend of a :class:`StudyDesign` (pairs of prompts, both orders, ratios, seeds, methods) is
+read by the attribute readers (:mod:`blending.toy.readers`), and each attribute is given a
+source: ``prompt_1``, ``prompt_2``, ``both`` (the prompts name the same value, so the blend's
+value cannot tell them apart) or ``neither``. :func:`run_study` returns one record per blend;
+:func:`write_records` / :func:`read_records` keep them as a CSV file, and :func:`attribute_shares`
+turns them into shares with intervals that respect the design: seeds are nested in pairs, so
+the intervals come from a two-stage bootstrap (pairs with replacement, then seeds with
+replacement within each drawn pair; Davison & Hinkley 1997, *Bootstrap Methods*, §3.8).
+
+``python -m blending.toy.study --out FILE.csv`` runs a design from the command line.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import argparse
+import csv
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from ..methods import METHODS
-from ..pipeline import blend_seeds
-from .readers import Reading, read
 
-__all__ = ["ATTRIBUTES", "Count", "attribute_of_prompt", "run_study", "wilson_interval"]
+__all__ = [
+    "ATTRIBUTES", "SOURCES", "Share", "StudyDesign", "attribute_of_prompt", "attribute_shares", "read_records",
+    "run_study", "source_of", "write_records",
+]
+
+logger = logging.getLogger(__name__)
 
 ATTRIBUTES = ("shape", "colour", "size")
-
-
-@dataclass(frozen=True)
-class Count:
-    """How many blends of one cell took an attribute from prompt 1, from prompt 2, or neither."""
-
-    pair: int
-    swapped: bool
-    method: str
-    ratio: float
-    attribute: str
-    from_1: int
-    from_2: int
-    neither: int
-
-    @property
-    def total(self) -> int:
-        return self.from_1 + self.from_2 + self.neither
-
-    def fraction(self, outcome: str) -> float:
-        return getattr(self, outcome) / self.total
-
-    def interval(self, outcome: str) -> tuple[float, float]:
-        return wilson_interval(getattr(self, outcome), self.total)
-
-
-def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (95% for z = 1.96)."""
-    if total == 0:
-        return (0.0, 1.0)
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+#: Where a blend's attribute comes from. ``both``: the two prompts name the same value.
+SOURCES = ("prompt_1", "prompt_2", "both", "neither")
+#: The sources of an attribute that the two prompts name differently.
+DISTINCT_SOURCES = ("prompt_1", "prompt_2", "neither")
+#: The CLIP scores a record holds when the study runs with a scorer (see :mod:`blending.scores`).
+SCORE_FIELDS = ("text_1", "text_2", "image_1", "image_2", "coverage", "balance")
 
 
 def attribute_of_prompt(prompt: str) -> dict[str, str]:
@@ -68,67 +56,286 @@ def attribute_of_prompt(prompt: str) -> dict[str, str]:
     return found
 
 
-def _tally(readings: list[Reading], wanted_1: dict, wanted_2: dict, attribute: str) -> tuple[int, int, int]:
-    values = [getattr(r, attribute) for r in readings]
-    from_1 = sum(v == wanted_1[attribute] for v in values)
-    from_2 = sum(v == wanted_2[attribute] for v in values)
-    return from_1, from_2, len(values) - from_1 - from_2
+def source_of(value: str | None, named_1: str, named_2: str) -> str:
+    """Which prompt a read value comes from; ``both`` when the prompts name the same value.
 
-
-def run_study(
-    pipe,
-    pairs: list[tuple[str, str]],
-    seeds: list[int],
-    ratios: list[float],
-    swapped_ratios: list[float],
-    net=None,
-    num_inference_steps: int = 25,
-    guidance_scale: float = 7.5,
-    max_batch_size: int | None = None,
-    progress=None,
-) -> list[Count]:
-    """Count, for every pair, method and ratio, where each attribute of the blends comes from.
-
-    ``ratios`` are run in the pairs' order, ``swapped_ratios`` with the prompts swapped. Ratios 0
-    and 1 are not blended: there every method gives exactly the plain image of prompt 1 or 2
-    (an invariant the tests check), so those cells read the plain images of the same seeds,
-    drawn along with the blends of the first ratio strictly between 0 and 1.
-
-    All seeds of a (pair, order, ratio) are blended by one :func:`blending.blend_seeds` call,
-    split into U-Net calls of at most ``max_batch_size`` images (None: all of them at once,
-    ``len(seeds) * 6`` images, twice that many U-Net rows under guidance). ``progress``, if
-    given, is updated with the number of seeds blended.
+    Counting a shared value once for each prompt would count that blend twice (and leave
+    "neither" negative): a value both prompts name is its own outcome.
     """
-    if not any(0 < r < 1 for r in ratios):
-        raise ValueError(f"ratios must hold a ratio strictly between 0 and 1, got {ratios}")
-    from .readers import load_readers
+    if value is not None and value == named_1 == named_2:
+        return "both"
+    if value is not None and value == named_1:
+        return "prompt_1"
+    if value is not None and value == named_2:
+        return "prompt_2"
+    return "neither"
+
+
+@dataclass(frozen=True)
+class StudyDesign:
+    """What the study blends: every pair, in its order (and swapped if ``both_orders``), at every
+    ratio, for every seed and method."""
+
+    pairs: tuple[tuple[str, str], ...]
+    seeds: tuple[int, ...]
+    ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    both_orders: bool = True
+    methods: tuple[str, ...] = tuple(METHODS)
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+
+    def __post_init__(self):
+        pairs = tuple(tuple(p) for p in self.pairs)
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"pairs must be a non-empty list of (prompt 1, prompt 2), got {self.pairs!r}")
+        for pair in pairs:
+            for prompt in pair:
+                attribute_of_prompt(prompt)
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if not self.ratios or any(not 0 <= r <= 1 for r in self.ratios):
+            raise ValueError(f"ratios must be a non-empty list of numbers in [0, 1], got {self.ratios!r}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if not self.methods or unknown:
+            raise ValueError(f"methods must name some of {list(METHODS)}, got {self.methods!r}")
+        object.__setattr__(self, "pairs", pairs)
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
+        object.__setattr__(self, "methods", tuple(self.methods))
+
+    @property
+    def orders(self) -> tuple[bool, ...]:
+        """``swapped`` values run: False, and True if both orders."""
+        return (False, True) if self.both_orders else (False,)
+
+    @property
+    def num_blends(self) -> int:
+        return len(self.pairs) * len(self.orders) * len(self.ratios) * len(self.seeds) * len(self.methods)
+
+
+def _records(pair, swapped, prompt_1, prompt_2, ratio, methods, results, readings, scores) -> list[dict]:
+    named_1, named_2 = attribute_of_prompt(prompt_1), attribute_of_prompt(prompt_2)
+    records = []
+    for k, result in enumerate(results):
+        for method in methods:
+            reading = readings[method][k]
+            record = {"pair": pair, "swapped": swapped, "prompt_1": prompt_1, "prompt_2": prompt_2, "method": method,
+                      "ratio": ratio, "seed": result.settings["seed"]}  # fmt: skip
+            for attribute in ATTRIBUTES:
+                value = getattr(reading, attribute)
+                record[f"{attribute}_read"] = value or ""
+                record[f"{attribute}_source"] = source_of(value, named_1[attribute], named_2[attribute])
+            if scores is not None:
+                blend_scores = scores[k][method]
+                record.update({name: float(getattr(blend_scores, name)) for name in SCORE_FIELDS})
+            records.append(record)
+    return records
+
+
+def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_size: int | None = None,
+              progress=None) -> list[dict]:  # fmt: skip
+    """One record per blend of ``design``: its cell, seed, what the readers see and where it comes from.
+
+    Ratios 0 and 1 are not blended: there every method gives exactly the plain image of prompt 1
+    or 2 (an invariant the tests check), so their records read the plain images of the same
+    seeds. With a ``scorer`` (:func:`blending.scores.load_scorer`), each record also holds the
+    blend's CLIP scores (:data:`SCORE_FIELDS`). All seeds of a (pair, order, ratio) are blended
+    by one :func:`blending.blend_seeds` call, in U-Net calls of at most ``max_batch_size``
+    images. ``progress``, if given, is updated with the number of seeds blended.
+    """
+    from ..pipeline import BlendResult, blend_seeds
+    from .readers import load_readers, read
 
     net = load_readers() if net is None else net
-    methods = list(METHODS)
-    counts: list[Count] = []
-    for pair_index, (first, second) in enumerate(pairs):
-        for swapped, run_ratios in ((False, ratios), (True, swapped_ratios)):
+    records: list[dict] = []
+    for pair, (first, second) in enumerate(design.pairs):
+        for swapped in design.orders:
             prompt_1, prompt_2 = (second, first) if swapped else (first, second)
-            wanted_1, wanted_2 = attribute_of_prompt(prompt_1), attribute_of_prompt(prompt_2)
-            blended = [r for r in run_ratios if 0 < r < 1]
-            plain: dict[float, list[Reading]] = {}
-            for ratio in blended:
+            blended = [r for r in design.ratios if 0 < r < 1]
+            plain = None
+            # without a ratio strictly inside (0, 1), one call at ratio 0 still draws the plain images
+            for ratio in blended or [0.0]:
                 results = blend_seeds(
-                    pipe, prompt_1, prompt_2, methods, ratio, seeds=seeds,
-                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    output_type="np", progress=False, max_batch_size=max_batch_size,
+                    pipe, prompt_1, prompt_2, design.methods if blended else design.methods[:1], ratio,
+                    seeds=list(design.seeds), num_inference_steps=design.num_inference_steps,
+                    guidance_scale=design.guidance_scale, output_type="np", progress=False, max_batch_size=max_batch_size,
                 )  # fmt: skip
-                readings = {m: read([r.blends[m] for r in results], net) for m in methods}
-                if not plain:
-                    plain[0.0] = read([r.prompt_1 for r in results], net)
-                    plain[1.0] = read([r.prompt_2 for r in results], net)
                 if progress is not None:
                     progress.update(len(results))
-                for m in methods:
-                    for attribute in ATTRIBUTES:
-                        counts.append(Count(pair_index, swapped, m, ratio, attribute, *_tally(readings[m], wanted_1, wanted_2, attribute)))
-            for ratio in (r for r in run_ratios if r in (0, 1)):
-                for m in methods:
-                    for attribute in ATTRIBUTES:
-                        counts.append(Count(pair_index, swapped, m, float(ratio), attribute, *_tally(plain[float(ratio)], wanted_1, wanted_2, attribute)))
-    return counts
+                if plain is None:
+                    plain = results
+                if not blended:
+                    break
+                readings = {m: read([r.blends[m] for r in results], net) for m in design.methods}
+                scores = None if scorer is None else [_clip_scores(r, scorer) for r in results]
+                records += _records(pair, swapped, prompt_1, prompt_2, ratio, design.methods, results, readings, scores)
+            for ratio, side in ((0.0, "prompt_1"), (1.0, "prompt_2")):
+                if ratio not in design.ratios:
+                    continue
+                # every method's blend at this ratio is the plain image (an invariant the tests check)
+                as_blends = [
+                    BlendResult(r.prompt_1, r.prompt_2, {m: getattr(r, side) for m in design.methods}, r.settings)
+                    for r in plain
+                ]  # fmt: skip
+                plain_readings = read([getattr(r, side) for r in plain], net)
+                readings = {m: plain_readings for m in design.methods}
+                scores = None if scorer is None else [_clip_scores(r, scorer) for r in as_blends]
+                records += _records(pair, swapped, prompt_1, prompt_2, ratio, design.methods, as_blends, readings, scores)
+    return records
+
+
+def _clip_scores(result, scorer):
+    from ..scores import clip_scores
+
+    return clip_scores(result, scorer)
+
+
+# -- the records as a file ----------------------------------------------------------------------
+
+_TYPES = {"pair": int, "seed": int, "ratio": float, "swapped": lambda text: text == "True"}
+
+
+def write_records(records: list[dict], path: Path) -> None:
+    """The records as CSV, one row per blend, sorted by cell and seed: the same records give the same bytes."""
+    if not records:
+        raise ValueError("records must not be empty")
+    fields = list(records[0])
+    ordered = sorted(records, key=lambda r: (r["pair"], r["swapped"], r["ratio"], r["method"], r["seed"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for record in ordered:
+            writer.writerow({k: f"{v:.4f}" if k in SCORE_FIELDS else v for k, v in record.items()})
+
+
+def read_records(path: Path) -> list[dict]:
+    """Records written by :func:`write_records`, with their types back."""
+    with Path(path).open(newline="") as file:
+        return [
+            {k: _TYPES[k](v) if k in _TYPES else float(v) if k in SCORE_FIELDS else v for k, v in row.items()}
+            for row in csv.DictReader(file)
+        ]
+
+
+# -- shares with intervals that respect the design ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Share:
+    """Of the blends of one cell whose prompts name an attribute differently, the fraction from
+    each source, with 95% intervals (two-stage bootstrap: pairs, then seeds within pairs).
+
+    ``pairs`` counts the pairs that name the attribute differently: with few of them, the
+    interval reflects little of the variation between pairs (with one, none).
+    """
+
+    swapped: bool
+    method: str
+    ratio: float
+    attribute: str
+    blends: int
+    pairs: int
+    fractions: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _bootstrap(outcomes: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``outcomes``: pairs x seeds x sources (0/1). Resampled fractions: resamples x sources."""
+    num_pairs, num_seeds, _ = outcomes.shape
+    pairs = rng.integers(num_pairs, size=(resamples, num_pairs))
+    seeds = rng.integers(num_seeds, size=(resamples, num_pairs, num_seeds))
+    drawn = outcomes[pairs[..., None], seeds]  # resamples x pairs x seeds x sources
+    return drawn.mean(axis=(1, 2))
+
+
+def attribute_shares(records: list[dict], *, resamples: int = 1000, seed: int = 0) -> list[Share]:
+    """For each (order, method, ratio, attribute): where the attribute comes from, with intervals.
+
+    Only pairs whose prompts name the attribute differently count (for a shared value "from
+    prompt 1" and "from prompt 2" are the same event). Every pair must have the same seeds.
+    """
+    rng = np.random.default_rng(seed)
+    cells: dict[tuple, dict[int, dict[int, str]]] = {}
+    for r in records:
+        named_1, named_2 = attribute_of_prompt(r["prompt_1"]), attribute_of_prompt(r["prompt_2"])
+        for attribute in ATTRIBUTES:
+            if named_1[attribute] == named_2[attribute]:
+                continue
+            cell = cells.setdefault((r["swapped"], r["method"], r["ratio"], attribute), {})
+            cell.setdefault(r["pair"], {})[r["seed"]] = r[f"{attribute}_source"]
+    shares = []
+    for (swapped, method, ratio, attribute), by_pair in sorted(cells.items()):
+        seed_sets = {tuple(sorted(seeds)) for seeds in by_pair.values()}
+        if len(seed_sets) != 1:
+            raise ValueError(f"records: the pairs of cell {(swapped, method, ratio, attribute)} have different seeds")
+        seeds = seed_sets.pop()
+        outcomes = np.array([
+            [[by_pair[p][s] == source for source in DISTINCT_SOURCES] for s in seeds] for p in sorted(by_pair)
+        ], dtype=float)  # fmt: skip
+        fractions = outcomes.mean(axis=(0, 1))
+        low, high = np.quantile(_bootstrap(outcomes, resamples, rng), [0.025, 0.975], axis=0)
+        shares.append(Share(
+            swapped, method, ratio, attribute, blends=outcomes.shape[0] * outcomes.shape[1], pairs=outcomes.shape[0],
+            fractions={s: float(f) for s, f in zip(DISTINCT_SOURCES, fractions)},
+            intervals={s: (float(lo), float(hi)) for s, lo, hi in zip(DISTINCT_SOURCES, low, high)},
+        ))  # fmt: skip
+    return shares
+
+
+#: The study's pairs: every attribute differs, two attributes differ, one differs (the shape, the
+#: colour, the size), and held-out combinations the model never saw.
+PAIRS = (
+    ("a large red circle", "a small blue star"),
+    ("a small yellow square", "a large green triangle"),
+    ("a large purple cross", "a small red circle"),
+    ("a small green star", "a large yellow cross"),
+    ("a large blue square", "a large red triangle"),  # size shared
+    ("a small purple triangle", "a small purple circle"),  # only the shape differs
+    ("a large green circle", "a large yellow circle"),  # only the colour differs
+    ("a small red star", "a large red star"),  # only the size differs
+    ("a large blue star", "a small yellow circle"),  # both held out
+)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blending.toy.study", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the CSV file of per-blend records")
+    parser.add_argument("--pairs", type=Path, help="a JSON file: a list of [prompt 1, prompt 2] (default: PAIRS)")
+    parser.add_argument("--seeds", type=int, default=100, help="seeds 0, 1, ..., N - 1 per cell")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--one-order", action="store_true", help="only the pairs' order, not swapped too")
+    parser.add_argument("--scorer", default="embedded", help="the CLIP scorer (a hub id, a folder, embedded, or none)")
+    parser.add_argument("--max-batch-size", type=int, default=150)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import json
+
+    from tqdm.auto import tqdm
+
+    from ..loading import load_pipeline
+
+    try:
+        pairs = json.loads(args.pairs.read_text()) if args.pairs else PAIRS
+        design = StudyDesign(pairs, tuple(range(args.seeds)), tuple(args.ratios), both_orders=not args.one_order)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    pipe = load_pipeline("embedded")
+    pipe.set_progress_bar_config(disable=True)
+    scorer = None
+    if args.scorer != "none":
+        from ..scores import load_scorer
+
+        scorer = load_scorer(args.scorer)
+    with tqdm(total=design.num_blends // len(design.methods), desc="seeds") as bar:
+        records = run_study(pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar)
+    write_records(records, args.out)
+    logger.info("wrote %d records to %s", len(records), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

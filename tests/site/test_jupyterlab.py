@@ -39,7 +39,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPLORER = "05_explorer.ipynb"
 OTHER_CHAPTER = "01_methods.ipynb"
-NEW_PROMPT = "a small blue square"
+NEW_PROMPT = "a small green star"  # not a default prompt of either model
 
 # Bounds, not expectations: on 2 CPU cores the server answers in ~5 s, each chapter runs in
 # ~15 s, and Generate draws in a few seconds.
