@@ -25,6 +25,24 @@ _WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
 class ModelUnavailableError(OSError):
     """The model is neither on this machine nor downloadable now."""
 
+    @classmethod
+    def from_download_error(cls, model: str, error: BaseException, local: str) -> ModelUnavailableError:
+        """The one-line error for a Hub repo id ``model`` that ``error`` kept from downloading.
+
+        It names the model, the local Hugging Face cache and how to fetch the model with
+        ``hf download``; ``local`` says what a local folder must hold instead (e.g. "a local
+        folder in diffusers layout"). Raise it ``from None``: the hub client's own chain of
+        errors says no more to the user.
+        """
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        return cls(
+            f"model {model!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and could not be "
+            f"downloaded ({reason}). Fetch it once where there is network, e.g. `hf download {model}` "
+            f"(then copy the cache or set HF_HOME), or pass {local}."
+        )
+
 
 def resolve_device(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
@@ -68,19 +86,13 @@ def _check_safetensors(folder: Path, model: str) -> None:
 def _download(model: str) -> Path:
     """The local snapshot of a Hub repo id: from the cache, or downloaded (safetensors only)."""
     from diffusers import StableDiffusionPipeline
-    from huggingface_hub.constants import HF_HUB_CACHE
 
     try:
         return Path(
             StableDiffusionPipeline.download(model, use_safetensors=True, safety_checker=None, feature_extractor=None)
         )
     except Exception as error:  # the hub client raises many types; the user needs one message
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise ModelUnavailableError(
-            f"model {model!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and could not be "
-            f"downloaded ({reason}). Fetch it once where there is network, e.g. `hf download {model}` "
-            "(then copy the cache or set HF_HOME), or pass a local folder in diffusers layout."
-        ) from None
+        raise ModelUnavailableError.from_download_error(model, error, "a local folder in diffusers layout") from None
 
 
 def _version(version: str) -> tuple[int, ...]:

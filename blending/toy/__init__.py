@@ -1,7 +1,9 @@
 """A controlled world for blending: procedural pictures, a small trained model, attribute readers.
 
 See :mod:`blending.toy.world` (the pictures), :mod:`blending.toy.train` (the model, trained with
-``python -m blending.toy.train``), :mod:`blending.toy.readers` and :mod:`blending.toy.study`.
+``python -m blending.toy.train``), :mod:`blending.toy.readers`, :mod:`blending.toy.study` and
+:mod:`blending.toy.clip` (the CLIP that scores blends, :mod:`blending.scores`, trained with
+``python -m blending.toy.clip``).
 """
 
 import json
