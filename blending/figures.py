@@ -288,17 +288,19 @@ def check(
     import papermill
 
     from .fingerprint import TOLERANCE, cell_means, largest_change
-
     from .pipeline import library_versions
 
     paths = _notebook_paths(notebooks, only)
     device_name, _ = _device_description(device, dtype)
+    versions = library_versions()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / notebooks.name
         shutil.copytree(notebooks, copy, ignore=shutil.ignore_patterns("figures", "*" + _FAILED_SUFFIX))
         for path in paths:
-            drawn_by = _only_model(path) or model or _drawn_by(path)
+            only_model = _only_model(path)
+            committed_by = only_model or _drawn_by(path)
+            drawn_by = only_model or model or committed_by
             _, parameters = _parameters(path, {"model": drawn_by, "device": device, "dtype": dtype})
             run = _fresh_copy(path, copy / path.name)
             logger.info("checking %s with %s", path, drawn_by)
@@ -321,11 +323,10 @@ def check(
                     match = change is not None and change <= TOLERANCE
                     notebook_rows.append({"notebook": path.stem, "figure": name, "change": change, "match": match, "psnr": psnr})
             rows += notebook_rows
-            if drawn_by == (_only_model(path) or _drawn_by(path)):  # a check with another model checks nothing committed
+            if drawn_by == committed_by:  # a check with another model checks nothing committed
                 status.record_check(
                     notebooks / status.FILENAME, path.stem, figures=len(notebook_rows),
-                    differ=[r["figure"] for r in notebook_rows if not r["match"]], device=device_name,
-                    versions=library_versions(),
+                    differ=[r["figure"] for r in notebook_rows if not r["match"]], device=device_name, versions=versions,
                 )  # fmt: skip
     return rows
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "load_pipeline", "optimize_unet", "resolve_device"]
+__all__ = [
+    "EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "check_safetensors", "load_pipeline", "optimize_unet",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +72,27 @@ def resolve_device(
     return device, dtype
 
 
-def _check_safetensors(folder: Path, model: str) -> None:
+def check_safetensors(folder: Path, model: str, component: str | None = None) -> None:
+    """Refuse a weights folder without safetensors files, naming the pickled files it holds instead
+    (``component``: the subfolder of ``model`` that ``folder`` is, if any).
+
+    blending loads safetensors only, because pickled weights can run code when loaded.
+    """
+    if not any(folder.glob("*.safetensors")):
+        found = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth", ".h5", ".msgpack"))
+        where = f" in {component}/" if component else ""
+        raise ValueError(
+            f"model: {model!r} has no safetensors weights{where} (found {found or 'none'}). "
+            "blending loads safetensors only, because pickled weights can run code when loaded; "
+            "convert the checkpoint with save_pretrained(..., safe_serialization=True)."
+        )
+
+
+def _check_pipeline_folder(folder: Path, model: str) -> None:
     for component in _WEIGHTED_COMPONENTS:
-        subfolder = folder / component
-        if not subfolder.is_dir():
+        if not (folder / component).is_dir():
             raise ValueError(f"model: {model!r} has no {component}/ folder; expected a diffusers Stable Diffusion layout")
-        if not any(subfolder.glob("*.safetensors")):
-            found = sorted(p.name for p in subfolder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth"))
-            raise ValueError(
-                f"model: {model!r} has no safetensors weights in {component}/ (found {found or 'none'}). "
-                "blending loads safetensors only, because pickled weights can run code when loaded; "
-                "convert the checkpoint with diffusers' save_pretrained(..., safe_serialization=True)."
-            )
+        check_safetensors(folder / component, model, component)
 
 
 def _download(model: str) -> Path:
@@ -200,7 +212,7 @@ def load_pipeline(
         folder = Path(model_id).expanduser()
     else:
         folder = _download(model_id)
-    _check_safetensors(folder, model_id)
+    _check_pipeline_folder(folder, model_id)
 
     compat = _transformers4_components(folder, dtype)
     pipe = StableDiffusionPipeline.from_pretrained(

@@ -230,7 +230,7 @@ def load_scorer(model: str | os.PathLike = DEFAULT_CLIP, device: str | torch.dev
     import transformers
     from transformers import CLIPModel, CLIPProcessor
 
-    from .loading import ModelUnavailableError, resolve_device
+    from .loading import ModelUnavailableError, check_safetensors, resolve_device
 
     device, _ = resolve_device(device, torch.float32)
     name = str(model)
@@ -247,13 +247,7 @@ def load_scorer(model: str | os.PathLike = DEFAULT_CLIP, device: str | torch.dev
             raise ModelUnavailableError.from_download_error(
                 name, error, "a local folder with a CLIPModel and its processor (save_pretrained)"
             ) from None
-    if not any(folder.glob("*.safetensors")):
-        found = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth", ".h5", ".msgpack"))
-        raise ValueError(
-            f"model: {name!r} has no safetensors weights (found {found or 'none'}). blending loads safetensors only, "
-            "because pickled weights can run code when loaded; convert the checkpoint with "
-            "save_pretrained(..., safe_serialization=True)."
-        )
+    check_safetensors(folder, name)
     dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
     clip = CLIPModel.from_pretrained(folder, use_safetensors=True, **dtype).to(device).eval()
     processor = CLIPProcessor.from_pretrained(folder)

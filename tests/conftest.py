@@ -43,3 +43,43 @@ def pytest_addoption(parser):
         action="store_true",
         help="run the chapters in JupyterLab in a browser (tests/site/test_jupyterlab.py); without it that check is skipped",
     )
+
+
+# A notebook that draws one 64x64 figure of 8x8 random blocks from its ``seed`` parameter.
+DRAW = """\
+import io
+import numpy as np
+from IPython.display import Image
+from PIL import Image as PILImage
+rng = np.random.default_rng(seed)
+pixels = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 64x64, 8x8 blocks
+png = io.BytesIO()
+PILImage.fromarray(pixels).save(png, format="png")
+Image(data=png.getvalue())"""
+
+
+def set_notebook_seed(folder: Path, seed: int) -> None:
+    """Edit ``folder/blocks.ipynb``'s parameters cell, as a user would."""
+    import nbformat
+
+    notebook = nbformat.read(folder / "blocks.ipynb", as_version=4)
+    notebook.cells[0].source = f'model = "embedded"\nseed = {seed}'
+    nbformat.write(notebook, folder / "blocks.ipynb")
+
+
+@pytest.fixture
+def drawn(tmp_path):
+    """A notebook that draws one figure from its ``seed``, regenerated as the companion's are."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from blending.figures import regenerate
+
+    notebook = new_notebook(cells=[
+        new_code_cell('model = "embedded"\nseed = 1', metadata={"tags": ["parameters"]}),
+        new_code_cell(DRAW, metadata={"mystnb": {"figure": {"name": "fig-blocks"}}}),
+    ])  # fmt: skip
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "blocks.ipynb")
+    regenerate(notebooks=tmp_path)
+    return tmp_path

@@ -1,35 +1,8 @@
 """python -m blending.figures --check: regenerate elsewhere, compare every figure, touch nothing."""
 
-import nbformat
-import pytest
-from nbformat.v4 import new_code_cell, new_notebook
-
 from blending.figures import main, regenerate
 
-DRAW = """\
-import io
-import numpy as np
-from IPython.display import Image
-from PIL import Image as PILImage
-rng = np.random.default_rng(seed)
-pixels = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 64x64, 8x8 blocks
-png = io.BytesIO()
-PILImage.fromarray(pixels).save(png, format="png")
-Image(data=png.getvalue())"""
-
-
-@pytest.fixture
-def drawn(tmp_path):
-    """A notebook that draws one figure from its ``seed``, regenerated as the companion's are."""
-    notebook = new_notebook(cells=[
-        new_code_cell('model = "embedded"\nseed = 1', metadata={"tags": ["parameters"]}),
-        new_code_cell(DRAW, metadata={"mystnb": {"figure": {"name": "fig-blocks"}}}),
-    ])  # fmt: skip
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "blocks.ipynb")
-    regenerate(notebooks=tmp_path)
-    return tmp_path
-
+from .conftest import set_notebook_seed
 
 def test_check_matches_a_faithful_rerun_and_touches_nothing(drawn, capsys):
     committed = (drawn / "blocks.ipynb").read_bytes()
@@ -41,9 +14,7 @@ def test_check_matches_a_faithful_rerun_and_touches_nothing(drawn, capsys):
 
 
 def test_check_names_a_figure_that_a_changed_seed_would_change(drawn, capsys):
-    notebook = nbformat.read(drawn / "blocks.ipynb", as_version=4)
-    notebook.cells[0].source = 'model = "embedded"\nseed = 2'  # as a user edits the parameters cell
-    nbformat.write(notebook, drawn / "blocks.ipynb")
+    set_notebook_seed(drawn, 2)
     assert main(["--check", "--notebooks", str(drawn)]) == 1
     out, err = capsys.readouterr()
     assert "| blocks | fig-blocks | DIFFERS |" in out

@@ -3,35 +3,15 @@
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from blending import status
 from blending.figures import _drawn_by, main, regenerate
 from blending.pipeline import library_versions
 
-from .test_figures_check import DRAW
+from .conftest import set_notebook_seed
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def _set_seed(folder: Path, seed: int) -> None:
-    notebook = nbformat.read(folder / "blocks.ipynb", as_version=4)
-    notebook.cells[0].source = f'model = "embedded"\nseed = {seed}'  # as a user edits the parameters cell
-    nbformat.write(notebook, folder / "blocks.ipynb")
-
-
-@pytest.fixture
-def drawn(tmp_path):
-    notebook = new_notebook(cells=[
-        new_code_cell('model = "embedded"\nseed = 1', metadata={"tags": ["parameters"]}),
-        new_code_cell(DRAW, metadata={"mystnb": {"figure": {"name": "fig-blocks"}}}),
-    ])  # fmt: skip
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, tmp_path / "blocks.ipynb")
-    regenerate(notebooks=tmp_path)
-    return tmp_path
 
 
 def test_drawing_records_model_device_versions_and_the_pictures(drawn):
@@ -52,7 +32,7 @@ def test_new_pictures_replace_the_record_and_drop_the_check(drawn):
     assert main(["--check", "--notebooks", str(drawn)]) == 0
     assert status.read(drawn / "status.json")["blocks"]["check"]["matched"] is True
     old_pictures = status.read(drawn / "status.json")["blocks"]["drawn"]["pictures"]
-    _set_seed(drawn, 2)
+    set_notebook_seed(drawn, 2)
     regenerate(notebooks=drawn)
     record = status.read(drawn / "status.json")["blocks"]
     assert record["drawn"]["pictures"] != old_pictures
@@ -60,7 +40,7 @@ def test_new_pictures_replace_the_record_and_drop_the_check(drawn):
 
 
 def test_check_records_which_figures_differ(drawn):
-    _set_seed(drawn, 2)  # the committed pictures were drawn with seed 1
+    set_notebook_seed(drawn, 2)  # the committed pictures were drawn with seed 1
     assert main(["--check", "--notebooks", str(drawn)]) == 1
     check = status.read(drawn / "status.json")["blocks"]["check"]
     assert check["matched"] is False and check["figures"] == 1 and check["differ"] == ["fig-blocks"]

@@ -7,8 +7,21 @@ See :mod:`blending.toy.world` (the pictures), :mod:`blending.toy.train` (the mod
 """
 
 import json
+from pathlib import Path
 
-__all__ = ["training_metrics"]
+__all__ = ["portable", "training_metrics"]
+
+
+def portable(value) -> str:
+    """A training setting as text for a metrics file: a path inside the repository relative to
+    it, another absolute path by its name alone, so that no file records this machine's layout."""
+    if isinstance(value, Path):
+        root = Path(__file__).resolve().parents[2]
+        resolved = value.resolve()
+        if resolved.is_relative_to(root):
+            return str(resolved.relative_to(root))
+        return value.name if value.is_absolute() else str(value)
+    return str(value)
 
 
 def training_metrics() -> dict:

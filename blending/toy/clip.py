@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import portable
 from .model import build_tokenizer
 from .world import COLOURS, HELD_OUT, SHAPES, SIZES, Attributes, caption, render, sample_attributes
 
@@ -306,17 +307,6 @@ def _train(model, tokenizer, data, args, work: Path) -> tuple[int, float]:
     return args.steps, seconds + time.perf_counter() - began
 
 
-def _portable(value) -> str:
-    """A setting as text; a path inside the repository relative to it, not to this machine."""
-    if isinstance(value, Path):
-        root = Path(__file__).resolve().parents[2]
-        resolved = value.resolve()
-        if resolved.is_relative_to(root):
-            return str(resolved.relative_to(root))
-        return value.name if value.is_absolute() else str(value)
-    return str(value)
-
-
 def _name_image_processor(path: Path, name: str) -> None:
     """Record the image processor's own class: transformers 5 writes ``CLIPImageProcessor`` for
     its PIL-based ``CLIPImageProcessorPil`` too, and then, without torchvision, warns on every
@@ -395,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": steps,
         "training_seconds": round(seconds),
         "temperature": round(1 / model.logit_scale.exp().item(), 5),
-        "settings": {k: _portable(v) for k, v in vars(args).items()},
+        "settings": {k: portable(v) for k, v in vars(args).items()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},  # fmt: skip
     }

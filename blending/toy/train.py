@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import model as toy
+from . import portable
 from .readers import READERS_PATH, ShapeSizeNet, read
 from .world import COLOURS, HELD_OUT, SHAPES, SIZES, Attributes, caption, render, sample_attributes
 
@@ -263,15 +264,6 @@ def evaluate(pipe, net: ShapeSizeNet, samples_per_prompt: int = 40, seed: int = 
 # -- the whole run ----------------------------------------------------------------------------
 
 
-def _portable(value) -> str:
-    """A setting as text; a path inside the repository relative to it, not to this machine."""
-    if isinstance(value, Path) and value.is_absolute():
-        root = Path(__file__).resolve().parents[2]
-        if value.resolve().is_relative_to(root):
-            return str(value.resolve().relative_to(root))
-    return str(value)
-
-
 def main(argv: list[str] | None = None) -> int:
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
     from safetensors.torch import save_file
@@ -336,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_generations": evaluate(pipe, net, samples_per_prompt=args.eval_samples),
     }
     metrics["training_seconds"] = round(time.perf_counter() - started)
-    metrics["settings"] = {k: _portable(v) for k, v in vars(args).items()}
+    metrics["settings"] = {k: portable(v) for k, v in vars(args).items()}
     pipe.save_pretrained(args.out, safe_serialization=True)
     (args.out / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("readers' accuracy on the world's pictures: %s", metrics["readers_accuracy"])
