@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "check_safetensors", "load_pipeline", "optimize_unet",
-    "resolve_device",
+    "EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "check_safetensors", "dtype_kwarg", "load_pipeline",
+    "optimize_unet", "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,11 +117,17 @@ def _version(version: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def _dtype_kwarg(dtype: torch.dtype) -> dict:
-    """diffusers 0.40 renamed ``from_pretrained``'s ``torch_dtype`` to ``dtype`` (the old name warns)."""
-    import diffusers
+def dtype_kwarg(library: str, dtype: torch.dtype) -> dict:
+    """The ``from_pretrained`` keyword for ``dtype`` in ``library`` ("diffusers" or
+    "transformers"): ``dtype`` since diffusers 0.40 and transformers 5, ``torch_dtype`` before
+    (the old name warns in the new versions)."""
+    import importlib
 
-    return {"dtype" if _version(diffusers.__version__) >= (0, 40) else "torch_dtype": dtype}
+    renamed_in = {"diffusers": (0, 40), "transformers": (5,)}
+    if library not in renamed_in:
+        raise ValueError(f"library must be one of {sorted(renamed_in)}, got {library!r}")
+    version = _version(importlib.import_module(library).__version__)
+    return {"dtype" if version >= renamed_in[library] else "torch_dtype": dtype}
 
 
 def _transformers4_components(folder: Path, dtype: torch.dtype) -> dict:
@@ -217,7 +223,7 @@ def load_pipeline(
     compat = _transformers4_components(folder, dtype)
     pipe = StableDiffusionPipeline.from_pretrained(
         folder,
-        **_dtype_kwarg(dtype),
+        **dtype_kwarg("diffusers", dtype),
         **{name: None for name in compat},  # set below: diffusers checks their classes against model_index.json
         use_safetensors=True,
         safety_checker=None,

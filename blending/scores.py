@@ -227,10 +227,9 @@ def load_scorer(model: str | os.PathLike = DEFAULT_CLIP, device: str | torch.dev
         ModelUnavailableError: for a repo id that is neither cached nor downloadable now.
         ValueError: for a checkpoint without safetensors weights.
     """
-    import transformers
     from transformers import CLIPModel, CLIPProcessor
 
-    from .loading import ModelUnavailableError, check_safetensors, resolve_device
+    from .loading import ModelUnavailableError, check_safetensors, dtype_kwarg, resolve_device
 
     device, _ = resolve_device(device, torch.float32)
     name = str(model)
@@ -248,8 +247,8 @@ def load_scorer(model: str | os.PathLike = DEFAULT_CLIP, device: str | torch.dev
                 name, error, "a local folder with a CLIPModel and its processor (save_pretrained)"
             ) from None
     check_safetensors(folder, name)
-    dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
-    clip = CLIPModel.from_pretrained(folder, use_safetensors=True, **dtype).to(device).eval()
+    clip = CLIPModel.from_pretrained(folder, use_safetensors=True, **dtype_kwarg("transformers", torch.float32))
+    clip = clip.to(device).eval()
     processor = CLIPProcessor.from_pretrained(folder)
     logger.info("loaded the CLIP scorer %s on %s", name, device)
     return ClipScorer(clip, processor, name)

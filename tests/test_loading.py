@@ -84,3 +84,17 @@ def test_a_compiled_unet_keeps_its_cross_attention_layout(embedded):
 
     compiled = torch.compile(embedded.unet)  # compiles lazily: nothing runs here
     assert cross_attention_layout(compiled) == cross_attention_layout(embedded.unet)
+
+
+def test_dtype_kwarg_names_the_keyword_each_installed_library_takes():
+    import diffusers
+    import transformers
+
+    from blending.loading import dtype_kwarg
+
+    new_diffusers = tuple(int(n) for n in diffusers.__version__.split(".")[:2]) >= (0, 40)
+    assert dtype_kwarg("diffusers", torch.float16) == {"dtype" if new_diffusers else "torch_dtype": torch.float16}
+    new_transformers = int(transformers.__version__.split(".")[0]) >= 5
+    assert dtype_kwarg("transformers", torch.float32) == {"dtype" if new_transformers else "torch_dtype": torch.float32}
+    with pytest.raises(ValueError, match="library"):
+        dtype_kwarg("torchvision", torch.float32)
