@@ -6,8 +6,8 @@ import pytest
 import blending
 from blending.toy.readers import load_readers
 from blending.toy.study import (
-    DISTINCT_SOURCES, StudyDesign, attribute_of_prompt, attribute_shares, read_records, run_study, source_of,
-    write_records,
+    DISTINCT_SOURCES, StudyDesign, attribute_of_prompt, attribute_shares, compare_records, design_of, read_records,
+    run_study, source_of, write_records,
 )  # fmt: skip
 
 SHARED_SIZE = ("a large red circle", "a large blue star")  # the prompts name the same size
@@ -89,6 +89,31 @@ def test_records_survive_a_round_trip_through_csv(records, tmp_path):
     assert sorted(again, key=key) == sorted(records, key=key)
     write_records(list(reversed(again)), tmp_path / "b.csv")
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    # compressed: the same records, and the same bytes whenever they are written
+    write_records(records, tmp_path / "a.csv.gz")
+    assert sorted(read_records(tmp_path / "a.csv.gz"), key=key) == sorted(again, key=key)
+    first = (tmp_path / "a.csv.gz").read_bytes()
+    write_records(again, tmp_path / "a.csv.gz")
+    assert (tmp_path / "a.csv.gz").read_bytes() == first
+
+
+def test_a_rerun_of_some_seeds_compares_with_the_records(embedded, records):
+    design = design_of(records, seeds=[1])
+    assert (design.pairs, design.seeds, design.ratios, design.both_orders) == ((SHARED_SIZE,), (1,), (0.0, 0.5, 1.0), True)
+    assert design.num_inference_steps == 8
+    rerun = run_study(embedded, design, net=load_readers())
+    assert compare_records(records, rerun) == []
+    # a changed reading, a lost blend and a blend of another design are each reported
+    changed = [dict(r) for r in rerun]
+    changed[0]["shape_read"] = "no such shape"
+    lost = changed.pop()
+    extra = dict(lost, ratio=0.3)
+    differences = compare_records(records, changed + [extra])
+    changed_line = f"shape_read {rerun[0]['shape_read']!r}, rerun 'no such shape'"
+    assert any(d.endswith(changed_line) for d in differences), differences
+    assert any("not in the rerun" in d for d in differences) and any("not in the records" in d for d in differences)
+    with pytest.raises(ValueError, match="seeds"):
+        design_of(records, seeds=[7])
 
 
 def synthetic(pairs_sources: dict[int, list[str]], prompts=("a large red circle", "a small blue star")) -> list[dict]:

@@ -7,12 +7,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..methods import METHODS
-from .study import ATTRIBUTES, DISTINCT_SOURCES, Share
-from .world import caption, render, sample_attributes
+from .study import ATTRIBUTES, DISTINCT_SOURCES, Share, attribute_of_prompt, source_of
+from .world import HELD_OUT, caption, render, sample_attributes
 
 __all__ = [
-    "attribute_curves", "findings", "generations_figure", "order_table", "sd_unet_skeleton", "wiring_table", "world_figure",
-]
+    "agreement_figure", "agreement_table", "attribute_curves", "best_method_table", "findings", "generations_figure",
+    "order_table", "pairs_table", "scored_examples_table", "sd_unet_skeleton", "wiring_table", "world_figure",
+]  # fmt: skip
 
 _COLOURS = {"prompt_1": "#1f77b4", "prompt_2": "#d62728", "neither": "#7f7f7f"}
 _LABELS = {"prompt_1": "from prompt 1", "prompt_2": "from prompt 2", "neither": "neither"}
@@ -46,6 +47,44 @@ def generations_figure(pipe, prompts: list[str], seeds: list[int], **kwargs) -> 
             ax.set_yticks([])
         row[0].set_ylabel(prompt.removeprefix("a "), fontsize=8, rotation=0, ha="right", va="center")
     return figure
+
+
+def pairs_table(records: list[dict]) -> str:
+    """A markdown table of a study's pairs (in their own order): what differs, what the model never saw."""
+    held_out = {f"a {size} {colour} {shape}" for shape, colour, size in HELD_OUT}
+    pairs = {r["pair"]: (r["prompt_1"], r["prompt_2"]) for r in records if not r["swapped"]}
+    lines = ["| pair | prompt 1 | prompt 2 | they differ in | never seen in training |", "| --- | --- | --- | --- | --- |"]
+    for pair, (first, second) in sorted(pairs.items()):
+        named_1, named_2 = attribute_of_prompt(first), attribute_of_prompt(second)
+        differ = ", ".join(a for a in ATTRIBUTES if named_1[a] != named_2[a])
+        unseen = ", ".join(p for p in (first, second) if p in held_out) or "-"
+        lines.append(f"| {pair} | {first} | {second} | {differ} | {unseen} |")
+    return "\n".join(lines)
+
+
+def scored_examples_table(results, scorer, net) -> str:
+    """A markdown table: for each blend of ``results`` (one :class:`~blending.BlendResult` per
+    seed), where the readers see each attribute coming from, next to its CLIP scores."""
+    from ..scores import clip_scores
+    from .readers import read
+
+    short = {"prompt_1": "1", "prompt_2": "2", "both": "both", "neither": "-"}
+    lines = [
+        "| seed | method | shape / colour / size from | CLIP text 1 | CLIP text 2 | coverage | balance |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        named_1, named_2 = attribute_of_prompt(result.settings["prompt_1"]), attribute_of_prompt(result.settings["prompt_2"])
+        scores = clip_scores(result, scorer)
+        readings = read([result.blends[m] for m in result.blends], net)
+        for method, reading in zip(result.blends, readings):
+            sources = " / ".join(
+                short[source_of(getattr(reading, a), named_1[a], named_2[a])] for a in ATTRIBUTES
+            )  # fmt: skip
+            s = scores[method]
+            lines.append(f"| {result.settings['seed']} | {method.upper()} | {sources} | {s.text_1:.1f} | {s.text_2:.1f} "
+                         f"| {s.coverage:.1f} | {s.balance:.2f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _by_cell(shares: list[Share]) -> dict[tuple, Share]:
@@ -159,3 +198,61 @@ def wiring_table(unet) -> str:
     lines = [f"| {' | '.join(rows[0])} |", "| --- | --- | --- |"]
     lines += [f"| {' | '.join(row)} |" for row in rows[1:]]
     return "\n".join(lines)
+
+
+# -- CLIP against the readers' truth ----------------------------------------------------------
+
+_MEASURE_WORDS = {
+    "leaning": "leaning (towards prompt 1 or 2)",
+    "coverage": "coverage (the less-present prompt)",
+    "balance": "balance (as close to one as to the other)",
+}
+
+
+def agreement_table(agreements) -> str:
+    """A markdown table of :func:`blending.toy.agreement.score_agreement`."""
+    lines = ["| CLIP's number against the readers' | blends | pairs | Spearman's rho (95% interval) |", "| --- | --- | --- | --- |"]
+    for a in agreements:
+        lines.append(f"| {_MEASURE_WORDS[a.measure]} | {a.blends:,} | {a.pairs} | {a.rho:.2f} ({a.interval[0]:.2f} to {a.interval[1]:.2f}) |")
+    return "\n".join(lines)
+
+
+def best_method_table(rows_by_measure: dict) -> str:
+    """A markdown table: for each measure, how often CLIP's best method (highest mean over the
+    seeds of a pair, order and ratio) is one of the readers' best, against chance."""
+    lines = [
+        "| measure | cells | all methods tie in truth | CLIP picks a best method | by chance |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for measure, rows in rows_by_measure.items():
+        informative = [r for r in rows if r.informative]
+        if not informative:
+            lines.append(f"| {measure} | {len(rows)} | {len(rows)} | n/a | n/a |")
+            continue
+        agree = sum(r.agree for r in informative)
+        chance = sum(len(r.truth_best) / r.methods for r in informative)
+        lines.append(
+            f"| {measure} | {len(rows)} | {len(rows) - len(informative)} | {agree} of {len(informative)} "
+            f"({100 * agree / len(informative):.0f}%) | {100 * chance / len(informative):.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def agreement_figure(records: list[dict]) -> Figure:
+    """CLIP's numbers against the readers', one point per (pair, order, ratio, method) of blends:
+    means over its seeds."""
+    from .agreement import MEASURES, cell_means
+
+    figure = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = figure.subplots(1, len(MEASURES))
+    for ax, measure in zip(axes, MEASURES):
+        means = cell_means(records, measure)
+        for method in METHODS:
+            points = np.array([value for key, value in means.items() if key[3] == method])
+            if len(points):
+                ax.scatter(points[:, 0], points[:, 1], s=14, alpha=0.7, label=method.upper())
+        ax.set_xlabel(f"readers' {measure}")
+        ax.set_ylabel(f"CLIP's {measure}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return figure

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
+import io
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +29,8 @@ import numpy as np
 from ..methods import METHODS
 
 __all__ = [
-    "ATTRIBUTES", "SOURCES", "Share", "StudyDesign", "attribute_of_prompt", "attribute_shares", "read_records",
-    "run_study", "source_of", "write_records",
+    "ATTRIBUTES", "RESULTS_PATH", "SOURCES", "Share", "StudyDesign", "attribute_of_prompt", "attribute_shares", "compare_records",
+    "design_of", "read_records", "run_study", "source_of", "write_records",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ ATTRIBUTES = ("shape", "colour", "size")
 SOURCES = ("prompt_1", "prompt_2", "both", "neither")
 #: The sources of an attribute that the two prompts name differently.
 DISTINCT_SOURCES = ("prompt_1", "prompt_2", "neither")
+#: The study's results, committed: ``python -m blending.toy.study --out`` this path (about an hour on 2 CPU cores).
+RESULTS_PATH = Path(__file__).parent / "results" / "controlled-world-study.csv.gz"
 #: The CLIP scores a record holds when the study runs with a scorer (see :mod:`blending.scores`).
 SCORE_FIELDS = ("text_1", "text_2", "image_1", "image_2", "coverage", "balance")
 
@@ -113,14 +118,15 @@ class StudyDesign:
         return len(self.pairs) * len(self.orders) * len(self.ratios) * len(self.seeds) * len(self.methods)
 
 
-def _records(pair, swapped, prompt_1, prompt_2, ratio, methods, results, readings, scores) -> list[dict]:
+def _records(design, pair, swapped, prompt_1, prompt_2, ratio, results, readings, scores) -> list[dict]:
     named_1, named_2 = attribute_of_prompt(prompt_1), attribute_of_prompt(prompt_2)
     records = []
     for k, result in enumerate(results):
-        for method in methods:
+        for method in design.methods:
             reading = readings[method][k]
             record = {"pair": pair, "swapped": swapped, "prompt_1": prompt_1, "prompt_2": prompt_2, "method": method,
-                      "ratio": ratio, "seed": result.settings["seed"]}  # fmt: skip
+                      "ratio": ratio, "seed": result.settings["seed"], "num_inference_steps": design.num_inference_steps,
+                      "guidance_scale": design.guidance_scale}  # fmt: skip
             for attribute in ATTRIBUTES:
                 value = getattr(reading, attribute)
                 record[f"{attribute}_read"] = value or ""
@@ -168,7 +174,7 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
                     break
                 readings = {m: read([r.blends[m] for r in results], net) for m in design.methods}
                 scores = None if scorer is None else [_clip_scores(r, scorer) for r in results]
-                records += _records(pair, swapped, prompt_1, prompt_2, ratio, design.methods, results, readings, scores)
+                records += _records(design, pair, swapped, prompt_1, prompt_2, ratio, results, readings, scores)
             for ratio, side in ((0.0, "prompt_1"), (1.0, "prompt_2")):
                 if ratio not in design.ratios:
                     continue
@@ -180,7 +186,7 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
                 plain_readings = read([getattr(r, side) for r in plain], net)
                 readings = {m: plain_readings for m in design.methods}
                 scores = None if scorer is None else [_clip_scores(r, scorer) for r in as_blends]
-                records += _records(pair, swapped, prompt_1, prompt_2, ratio, design.methods, as_blends, readings, scores)
+                records += _records(design, pair, swapped, prompt_1, prompt_2, ratio, as_blends, readings, scores)
     return records
 
 
@@ -192,17 +198,30 @@ def _clip_scores(result, scorer):
 
 # -- the records as a file ----------------------------------------------------------------------
 
-_TYPES = {"pair": int, "seed": int, "ratio": float, "swapped": lambda text: text == "True"}
+_TYPES = {
+    "pair": int, "seed": int, "ratio": float, "swapped": lambda text: text == "True", "num_inference_steps": int,
+    "guidance_scale": float,
+}  # fmt: skip
+
+
+def _open_text(path: Path, mode: str):
+    if path.suffix != ".gz":
+        return path.open(mode, newline="")
+    # mtime=0: the same records give the same bytes (gzip stores the time otherwise)
+    binary = gzip.GzipFile(path, mode + "b", mtime=0) if mode == "w" else gzip.open(path, mode + "b")
+    return io.TextIOWrapper(binary, encoding="utf-8", newline="")
 
 
 def write_records(records: list[dict], path: Path) -> None:
-    """The records as CSV, one row per blend, sorted by cell and seed: the same records give the same bytes."""
+    """The records as CSV (gzip-compressed if ``path`` ends in ``.gz``), one row per blend, sorted
+    by cell and seed: the same records give the same bytes."""
     if not records:
         raise ValueError("records must not be empty")
+    path = Path(path)
     fields = list(records[0])
     ordered = sorted(records, key=lambda r: (r["pair"], r["swapped"], r["ratio"], r["method"], r["seed"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
+    with _open_text(path, "w") as file:
         writer = csv.DictWriter(file, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for record in ordered:
@@ -211,11 +230,59 @@ def write_records(records: list[dict], path: Path) -> None:
 
 def read_records(path: Path) -> list[dict]:
     """Records written by :func:`write_records`, with their types back."""
-    with Path(path).open(newline="") as file:
+    with _open_text(Path(path), "r") as file:
         return [
             {k: _TYPES[k](v) if k in _TYPES else float(v) if k in SCORE_FIELDS else v for k, v in row.items()}
             for row in csv.DictReader(file)
         ]
+
+
+def design_of(records: list[dict], seeds=None) -> StudyDesign:
+    """The :class:`StudyDesign` that wrote ``records`` (with only ``seeds``, if given): to rerun
+    part of a study and compare it with :func:`compare_records`."""
+    if not records:
+        raise ValueError("records must not be empty")
+    pairs = {r["pair"]: (r["prompt_1"], r["prompt_2"]) for r in records if not r["swapped"]}
+    settings = {(r["num_inference_steps"], r["guidance_scale"]) for r in records}
+    if sorted(pairs) != list(range(len(pairs))) or len(settings) != 1:
+        raise ValueError("records: not the records of one study (pairs missing, or several step counts or guidance scales)")
+    (num_inference_steps, guidance_scale), = settings
+    recorded_seeds = sorted({r["seed"] for r in records})
+    if seeds is not None and not set(seeds) <= set(recorded_seeds):
+        raise ValueError(f"seeds: the records hold seeds {recorded_seeds[0]}..{recorded_seeds[-1]}, not {sorted(seeds)}")
+    methods = {r["method"] for r in records}
+    return StudyDesign(
+        tuple(pairs[p] for p in range(len(pairs))), tuple(recorded_seeds if seeds is None else seeds),
+        tuple(sorted({r["ratio"] for r in records})), both_orders=any(r["swapped"] for r in records),
+        methods=tuple(m for m in METHODS if m in methods), num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+    )  # fmt: skip
+
+
+def _key(record: dict) -> tuple:
+    return record["pair"], record["swapped"], record["ratio"], record["method"], record["seed"]
+
+
+def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 0.05) -> list[str]:
+    """What differs between a rerun and the records of the same seeds in ``expected``, one line
+    each: a blend in only one of them, a reading or source that differs, a CLIP score that
+    differs by more than ``score_tolerance``. Empty when ``actual`` reproduces ``expected``."""
+    seeds = {r["seed"] for r in actual}
+    expected_by_key = {_key(r): r for r in expected if r["seed"] in seeds}
+    actual_by_key = {_key(r): r for r in actual}
+    differences = [f"{key}: not in the rerun" for key in sorted(expected_by_key.keys() - actual_by_key.keys())]
+    differences += [f"{key}: not in the records" for key in sorted(actual_by_key.keys() - expected_by_key.keys())]
+    for key in sorted(expected_by_key.keys() & actual_by_key.keys()):
+        record, rerun = expected_by_key[key], actual_by_key[key]
+        for name, value in record.items():
+            other = rerun.get(name)
+            if name in SCORE_FIELDS:
+                both_nan = math.isnan(value) and math.isnan(other)  # balance is NaN when both text scores are 0
+                if not (both_nan or abs(value - other) <= score_tolerance):
+                    differences.append(f"{key}: {name} {value:.4f}, rerun {other:.4f}")
+            elif value != other:
+                differences.append(f"{key}: {name} {value!r}, rerun {other!r}")
+    return differences
 
 
 # -- shares with intervals that respect the design ----------------------------------------------
@@ -303,9 +370,11 @@ PAIRS = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m blending.toy.study", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="the CSV file of per-blend records")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="run the study: the CSV file of per-blend records (.csv or .csv.gz)")
+    target.add_argument("--check", type=Path, help="rerun the first --seeds seeds of a study's records and compare")
     parser.add_argument("--pairs", type=Path, help="a JSON file: a list of [prompt 1, prompt 2] (default: PAIRS)")
-    parser.add_argument("--seeds", type=int, default=100, help="seeds 0, 1, ..., N - 1 per cell")
+    parser.add_argument("--seeds", type=int, help="seeds 0, 1, ..., N - 1 per cell (default: 100; with --check, 3)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--one-order", action="store_true", help="only the pairs' order, not swapped too")
     parser.add_argument("--scorer", default="embedded", help="the CLIP scorer (a hub id, a folder, embedded, or none)")
@@ -319,8 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..loading import load_pipeline
 
     try:
-        pairs = json.loads(args.pairs.read_text()) if args.pairs else PAIRS
-        design = StudyDesign(pairs, tuple(range(args.seeds)), tuple(args.ratios), both_orders=not args.one_order)
+        if args.check:
+            expected = read_records(args.check)
+            design = design_of(expected, seeds=range(3 if args.seeds is None else args.seeds))
+        else:
+            pairs = json.loads(args.pairs.read_text()) if args.pairs else PAIRS
+            seeds = tuple(range(100 if args.seeds is None else args.seeds))
+            design = StudyDesign(pairs, seeds, tuple(args.ratios), both_orders=not args.one_order)
     except (ValueError, OSError) as error:
         parser.error(str(error))
     pipe = load_pipeline("embedded")
@@ -332,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         scorer = load_scorer(args.scorer)
     with tqdm(total=design.num_blends // len(design.methods), desc="seeds") as bar:
         records = run_study(pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar)
+    if args.check:
+        differences = compare_records(expected, records)
+        for line in differences:
+            logger.error(line)
+        logger.info("%d differences between %d rerun records and %s", len(differences), len(records), args.check)
+        return 1 if differences else 0
     write_records(records, args.out)
     logger.info("wrote %d records to %s", len(records), args.out)
     return 0

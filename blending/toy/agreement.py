@@ -1,0 +1,219 @@
+"""Do CLIP's blend scores agree with the truth? The controlled world knows the truth.
+
+The blending literature scores blends with CLIP (:mod:`blending.scores`): a blend that is close
+to both prompts' texts "covers" both concepts, one equally close to both is "balanced". In the
+toy world the attribute readers say what a blend actually took from each prompt, so the same
+two numbers can be computed from the truth (:class:`ReaderScores`) and the two compared, blend
+by blend, over the records of a study (:func:`blending.toy.study.run_study` with a scorer):
+
+- :func:`score_agreement`: Spearman's rank correlation between each CLIP number and the
+  readers' number of the same name, with a 95% interval from a two-stage bootstrap: pairs with
+  replacement (the blends of one pair are not independent of each other), then blends within
+  each drawn pair, as :func:`blending.toy.study.attribute_shares` does with seeds.
+- :func:`best_methods`: for each pair, order and ratio, the method with the highest mean CLIP
+  number against the methods with the highest mean readers' number: how often would "pick the
+  method CLIP likes best" pick a method that is best in truth?
+
+Only blends (ratios strictly between 0 and 1) count; at ratios 0 and 1 every method is a
+plain image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..methods import METHODS
+from .study import ATTRIBUTES, attribute_of_prompt
+
+__all__ = [
+    "MEASURES", "Agreement", "BestMethods", "ReaderScores", "best_methods", "cell_means", "clip_value", "reader_scores",
+    "score_agreement", "spearman",
+]  # fmt: skip
+
+#: What is compared. ``leaning``: towards prompt 1 (positive) or prompt 2 (negative).
+MEASURES = ("leaning", "coverage", "balance")
+
+
+@dataclass(frozen=True)
+class ReaderScores:
+    """The readers' truth about one blend, in the terms of :class:`blending.scores.BlendScores`.
+
+    ``share_1``, ``share_2``: the fractions of the attributes the prompts name differently that
+    the blend takes from prompt 1 and from prompt 2 (a pair differing in shape and colour whose
+    blend has prompt 1's shape and prompt 2's colour: 1/2 and 1/2).
+
+    - ``coverage = min(share_1, share_2)``: how much of the less-present prompt the blend shows.
+      Only defined with at least two differing attributes (with one, it is always 0).
+    - ``balance = 1 - |share_1 - share_2| / (share_1 + share_2)``; NaN when the blend takes
+      nothing from either prompt.
+    - ``leaning = share_1 - share_2``: which prompt the blend is closer to.
+    """
+
+    share_1: float
+    share_2: float
+    differing: int
+
+    @property
+    def coverage(self) -> float:
+        return min(self.share_1, self.share_2) if self.differing >= 2 else math.nan
+
+    @property
+    def balance(self) -> float:
+        total = self.share_1 + self.share_2
+        return 1 - abs(self.share_1 - self.share_2) / total if total > 0 and self.differing >= 2 else math.nan
+
+    @property
+    def leaning(self) -> float:
+        return self.share_1 - self.share_2
+
+
+def reader_scores(record: dict) -> ReaderScores:
+    """The :class:`ReaderScores` of one study record."""
+    named_1, named_2 = attribute_of_prompt(record["prompt_1"]), attribute_of_prompt(record["prompt_2"])
+    differing = [a for a in ATTRIBUTES if named_1[a] != named_2[a]]
+    if not differing:
+        raise ValueError(f"record: the prompts {record['prompt_1']!r} and {record['prompt_2']!r} are the same")
+    sources = [record[f"{a}_source"] for a in differing]
+    return ReaderScores(sources.count("prompt_1") / len(differing), sources.count("prompt_2") / len(differing),
+                        len(differing))  # fmt: skip
+
+
+def clip_value(record: dict, measure: str) -> float:
+    """CLIP's number for one record: its ``coverage`` or ``balance``, or its leaning
+    ``(text_1 - text_2) / (text_1 + text_2)``."""
+    if measure == "leaning":
+        # relative, like balance: the text scores' scale differs from prompt to prompt
+        total = record["text_1"] + record["text_2"]
+        return (record["text_1"] - record["text_2"]) / total if total > 0 else math.nan
+    return record[measure]
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    # runs of equal values: each gets the mean of the positions it spans
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (ties get their mean rank); NaN when either side is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"x and y must be two 1-d sequences of the same length >= 2, got {x.shape} and {y.shape}")
+    rx, ry = _ranks(x) - (len(x) + 1) / 2, _ranks(y) - (len(y) + 1) / 2
+    denominator = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / denominator) if denominator > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How well one CLIP number ranks blends as the readers' number of the same name does."""
+
+    measure: str
+    blends: int
+    pairs: int
+    rho: float
+    interval: tuple[float, float]
+
+
+def _blends(records: list[dict]) -> list[dict]:
+    blends = [r for r in records if 0 < r["ratio"] < 1]
+    if not blends:
+        raise ValueError("records: no blends (ratios strictly between 0 and 1)")
+    if "text_1" not in blends[0]:
+        raise ValueError("records: no CLIP scores; run the study with a scorer")
+    return blends
+
+
+def score_agreement(records: list[dict], *, resamples: int = 1000, seed: int = 0) -> list[Agreement]:
+    """For each of :data:`MEASURES`: Spearman's rho between CLIP's and the readers' number, over
+    every blend where both are defined, with a 95% interval from a two-stage bootstrap (pairs
+    with replacement, then the blends of each drawn pair with replacement)."""
+    rng = np.random.default_rng(seed)
+    blends = _blends(records)
+    agreements = []
+    for measure in MEASURES:
+        by_pair: dict[int, list[tuple[float, float]]] = {}
+        for r in blends:
+            clip, truth = clip_value(r, measure), getattr(reader_scores(r), measure)
+            if not (math.isnan(clip) or math.isnan(truth)):
+                by_pair.setdefault(r["pair"], []).append((clip, truth))
+        if not by_pair:
+            continue
+        groups = [np.array(values) for _, values in sorted(by_pair.items())]
+        everything = np.concatenate(groups)
+        rho = spearman(everything[:, 0], everything[:, 1])
+        drawn = []
+        for _ in range(resamples):
+            chosen = [groups[i] for i in rng.integers(len(groups), size=len(groups))]
+            sample = np.concatenate([g[rng.integers(len(g), size=len(g))] for g in chosen])
+            drawn.append(spearman(sample[:, 0], sample[:, 1]))
+        low, high = np.nanquantile(drawn, [0.025, 0.975])
+        agreements.append(Agreement(measure, len(everything), len(groups), rho, (float(low), float(high))))
+    return agreements
+
+
+@dataclass(frozen=True)
+class BestMethods:
+    """For one (pair, order, ratio): the method with the highest mean CLIP number, and the
+    methods whose mean readers' number is highest (several when they tie)."""
+
+    pair: int
+    swapped: bool
+    ratio: float
+    clip_best: str
+    truth_best: tuple[str, ...]
+    methods: int
+
+    @property
+    def agree(self) -> bool:
+        return self.clip_best in self.truth_best
+
+    @property
+    def informative(self) -> bool:
+        """False when every method ties in truth: then any pick is right."""
+        return len(self.truth_best) < self.methods
+
+
+def _check_measure(measure: str) -> None:
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+
+
+def cell_means(records: list[dict], measure: str) -> dict[tuple, tuple[float, float]]:
+    """Per (pair, swapped, ratio, method) of blends: the mean over its seeds of the readers' and
+    of CLIP's ``measure``. Cells where the readers' number is undefined are left out."""
+    _check_measure(measure)
+    values: dict[tuple, list[tuple[float, float]]] = {}
+    for r in _blends(records):
+        truth = getattr(reader_scores(r), measure)
+        if not math.isnan(truth):
+            values.setdefault((r["pair"], r["swapped"], r["ratio"], r["method"]), []).append((truth, clip_value(r, measure)))
+    return {key: tuple(float(m) for m in np.nanmean(np.array(v), axis=0)) for key, v in sorted(values.items())}
+
+
+def best_methods(records: list[dict], measure: str = "coverage") -> list[BestMethods]:
+    """CLIP's best method against the readers' best, for each (pair, order, ratio) of blends.
+
+    Cells where the readers' number is undefined (``coverage`` and ``balance`` for pairs that
+    differ in one attribute) are left out. Chance agreement for a cell is
+    ``len(truth_best) / methods``.
+    """
+    by_cell: dict[tuple, dict[str, tuple[float, float]]] = {}
+    for (pair, swapped, ratio, method), means in cell_means(records, measure).items():
+        by_cell.setdefault((pair, swapped, ratio), {})[method] = means
+    rows = []
+    for (pair, swapped, ratio), by_method in by_cell.items():
+        top = max(truth for truth, _ in by_method.values())
+        truth_best = tuple(m for m in METHODS if m in by_method and math.isclose(by_method[m][0], top, abs_tol=1e-12))
+        clip_best = max(by_method, key=lambda m: by_method[m][1])
+        rows.append(BestMethods(pair, swapped, ratio, clip_best, truth_best, len(by_method)))
+    return rows
