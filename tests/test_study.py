@@ -161,3 +161,37 @@ def test_every_source_has_an_interval():
         assert set(share.intervals) == set(DISTINCT_SOURCES)
         for source, (low, high) in share.intervals.items():
             assert 0 <= low <= share.fractions[source] <= high <= 1
+
+
+def test_the_study_command_resumes_after_an_interruption(tmp_path, monkeypatch, caplog):
+    import json
+
+    from blending.toy import study
+
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([list(SHARED_SIZE)]))
+    arguments = ["--pairs", str(pairs), "--seeds", "1", "--ratios", "0.5", "--scorer", "none"]
+    assert study.main(["--out", str(tmp_path / "whole.csv"), *arguments]) == 0
+
+    def interrupted(*args, on_chunk, **kwargs):
+        def first_chunk_then_crash(pair, swapped, records):
+            on_chunk(pair, swapped, records)
+            raise KeyboardInterrupt
+
+        return run_study(*args, on_chunk=first_chunk_then_crash, **kwargs)
+
+    monkeypatch.setattr(study, "run_study", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        study.main(["--out", str(tmp_path / "resumed.csv"), *arguments])
+    assert [p.name for p in (tmp_path / "resumed.csv.parts").glob("pair-*")] == ["pair-0-ordered.csv"]
+    monkeypatch.setattr(study, "run_study", run_study)
+    caplog.set_level("INFO")
+    assert study.main(["--out", str(tmp_path / "resumed.csv"), *arguments]) == 0
+    assert "resuming: 1 of 2 chunks" in caplog.text
+    assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert not (tmp_path / "resumed.csv.parts").exists()
+    # the parts of another study are not mixed in
+    (tmp_path / "other.csv.parts").mkdir()
+    (tmp_path / "other.csv.parts" / "settings.json").write_text("{}")
+    with pytest.raises(SystemExit, match="another study"):
+        study.main(["--out", str(tmp_path / "other.csv"), *arguments])

@@ -20,6 +20,7 @@ import gzip
 import io
 import logging
 import math
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ def _records(design, pair, swapped, prompt_1, prompt_2, ratio, results, readings
 
 
 def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_size: int | None = None,
-              progress=None) -> list[dict]:  # fmt: skip
+              progress=None, skip=(), on_chunk=None) -> list[dict]:  # fmt: skip
     """One record per blend of ``design``: its cell, seed, what the readers see and where it comes from.
 
     Ratios 0 and 1 are not blended: there every method gives exactly the plain image of prompt 1
@@ -148,6 +149,10 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
     blend's CLIP scores (:data:`SCORE_FIELDS`). All seeds of a (pair, order, ratio) are blended
     by one :func:`blending.blend_seeds` call, in U-Net calls of at most ``max_batch_size``
     images. ``progress``, if given, is updated with the number of seeds blended.
+
+    The study runs in chunks, one per pair and order: ``skip`` names chunks ``(pair, swapped)``
+    not to run (done before), and ``on_chunk(pair, swapped, records)``, if given, receives each
+    chunk's records as soon as they are complete, so that a long study can resume.
     """
     from ..pipeline import BlendResult, blend_seeds
     from .readers import load_readers, read
@@ -156,6 +161,9 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
     records: list[dict] = []
     for pair, (first, second) in enumerate(design.pairs):
         for swapped in design.orders:
+            if (pair, swapped) in skip:
+                continue
+            chunk_start = len(records)
             prompt_1, prompt_2 = (second, first) if swapped else (first, second)
             blended = [r for r in design.ratios if 0 < r < 1]
             plain = None
@@ -187,6 +195,8 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
                 readings = {m: plain_readings for m in design.methods}
                 scores = None if scorer is None else [_clip_scores(r, scorer) for r in as_blends]
                 records += _records(design, pair, swapped, prompt_1, prompt_2, ratio, as_blends, readings, scores)
+            if on_chunk is not None:
+                on_chunk(pair, swapped, records[chunk_start:])
     return records
 
 
@@ -404,17 +414,64 @@ def main(argv: list[str] | None = None) -> int:
         from ..scores import load_scorer
 
         scorer = load_scorer(args.scorer)
-    with tqdm(total=design.num_blends // len(design.methods), desc="seeds") as bar:
-        records = run_study(pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar)
     if args.check:
+        with tqdm(total=design.num_blends // len(design.methods), desc="seeds") as bar:
+            records = run_study(pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar)
         differences = compare_records(expected, records)
         for line in differences:
             logger.error(line)
         logger.info("%d differences between %d rerun records and %s", len(differences), len(records), args.check)
         return 1 if differences else 0
+    records = _run_resumably(pipe, design, scorer, args)
     write_records(records, args.out)
+    shutil.rmtree(_parts_folder(args.out))
     logger.info("wrote %d records to %s", len(records), args.out)
     return 0
+
+
+def _parts_folder(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _run_resumably(pipe, design: StudyDesign, scorer, args) -> list[dict]:
+    """Run the study chunk by chunk (pair and order) into ``OUT.parts/``; rerun after an
+    interruption, it runs only the chunks that are missing."""
+    import dataclasses
+    import json
+
+    from tqdm.auto import tqdm
+
+    parts = _parts_folder(args.out)
+    import hashlib
+
+    from ..loading import EMBEDDED_PATH
+
+    # the same design, scorer and model, or the chunks done before are of another study
+    model = hashlib.sha256((EMBEDDED_PATH / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    settings = {"design": dataclasses.asdict(design), "scorer": args.scorer, "model": model}
+    settings_path = parts / "settings.json"
+    parts.mkdir(parents=True, exist_ok=True)
+    if settings_path.exists() and json.loads(settings_path.read_text()) != json.loads(json.dumps(settings)):
+        raise SystemExit(f"{parts} holds part of another study; delete it to start this one")
+    settings_path.write_text(json.dumps(settings, indent=1) + "\n")
+    done = {}
+    for path in parts.glob("pair-*.csv"):
+        _, pair, order = path.stem.split("-")
+        done[(int(pair), order == "swapped")] = read_records(path)
+    if done:
+        logger.info("resuming: %d of %d chunks (pair, order) done", len(done), len(design.pairs) * len(design.orders))
+
+    def keep(pair, swapped, records):
+        path = parts / f"pair-{pair}-{'swapped' if swapped else 'ordered'}.csv"
+        write_records(records, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # a chunk is there whole or not at all
+
+    per_chunk = len(design.ratios) * len(design.seeds)
+    total = len(design.pairs) * len(design.orders) * per_chunk
+    with tqdm(total=total, initial=len(done) * per_chunk, desc="seeds") as bar:
+        records = run_study(pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar,
+                            skip=set(done), on_chunk=keep)  # fmt: skip
+    return [r for chunk in done.values() for r in chunk] + records
 
 
 if __name__ == "__main__":
