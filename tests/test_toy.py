@@ -97,8 +97,9 @@ def test_training_runs_end_to_end_and_resumes(tmp_path, caplog):
     assert "vae: resuming at step 2 of 3" in caplog.text
 
 
-def test_the_toy_unet_is_wired_like_stable_diffusion():
-    """Counted by the cross_attention_layout the methods use, on SD v1.4's own configuration."""
+def test_the_toy_unet_is_wired_like_stable_diffusion(embedded):
+    """Counted by the cross_attention_layout the methods use, on SD v1.4's own configuration:
+    the training script's U-Net and the shipped one."""
     from blending.attention import cross_attention_layout
     from blending.toy.report import sd_unet_skeleton
 
@@ -109,3 +110,5 @@ def test_the_toy_unet_is_wired_like_stable_diffusion():
 
     assert by_part(sd_unet_skeleton()) == ([6, 1, 9], 7)
     assert by_part(toy.build_unet()) == ([6, 1, 9], 7)
+    assert by_part(embedded.unet) == ([6, 1, 9], 7)
+    assert embedded.unet.config.down_block_types == sd_unet_skeleton().config.down_block_types
