@@ -78,8 +78,19 @@ def test_textual_at_one_half_does_not_depend_on_the_order(records):
 def test_ratios_0_and_1_alone_run_in_both_orders(embedded):
     # swapped_ratios=[0, 1] used to raise KeyError: the plain images were drawn only with a blend
     design = StudyDesign([SHARED_SIZE], seeds=(0,), ratios=(0.0, 1.0), methods=("unet",), num_inference_steps=4)
-    records = run_study(embedded, design, net=load_readers())
+    progress = Counter()
+    records = run_study(embedded, design, net=load_readers(), progress=progress)
     assert sorted((r["swapped"], r["ratio"]) for r in records) == [(False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0)]
+    assert progress.done == design.num_blends // len(design.methods)  # a progress bar ends at its total
+
+
+class Counter:
+    """A stand-in for a tqdm bar: counts what run_study reports."""
+
+    done = 0
+
+    def update(self, count):
+        self.done += count
 
 
 def test_records_survive_a_round_trip_through_csv(records, tmp_path):
@@ -101,8 +112,10 @@ def test_a_rerun_of_some_seeds_compares_with_the_records(embedded, records):
     design = design_of(records, seeds=[1])
     assert (design.pairs, design.seeds, design.ratios, design.both_orders) == ((SHARED_SIZE,), (1,), (0.0, 0.5, 1.0), True)
     assert design.num_inference_steps == 8
-    rerun = run_study(embedded, design, net=load_readers())
+    progress = Counter()
+    rerun = run_study(embedded, design, net=load_readers(), progress=progress)
     assert compare_records(records, rerun) == []
+    assert progress.done == design.num_blends // len(design.methods)
     # a changed reading, a lost blend and a blend of another design are each reported
     changed = [dict(r) for r in rerun]
     changed[0]["shape_read"] = "no such shape"

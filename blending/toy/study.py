@@ -148,7 +148,8 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
     seeds. With a ``scorer`` (:func:`blending.scores.load_scorer`), each record also holds the
     blend's CLIP scores (:data:`SCORE_FIELDS`). All seeds of a (pair, order, ratio) are blended
     by one :func:`blending.blend_seeds` call, in U-Net calls of at most ``max_batch_size``
-    images. ``progress``, if given, is updated with the number of seeds blended.
+    images. ``progress``, if given, is updated with the number of seeds done at each ratio (in
+    all, ``design.num_blends // len(design.methods)``).
 
     The study runs in chunks, one per pair and order: ``skip`` names chunks ``(pair, swapped)``
     not to run (done before), and ``on_chunk(pair, swapped, records)``, if given, receives each
@@ -174,7 +175,7 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
                     seeds=list(design.seeds), num_inference_steps=design.num_inference_steps,
                     guidance_scale=design.guidance_scale, output_type="np", progress=False, max_batch_size=max_batch_size,
                 )  # fmt: skip
-                if progress is not None:
+                if progress is not None and blended:
                     progress.update(len(results))
                 if plain is None:
                     plain = results
@@ -195,6 +196,8 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
                 readings = {m: plain_readings for m in design.methods}
                 scores = None if scorer is None else [_clip_scores(r, scorer) for r in as_blends]
                 records += _records(design, pair, swapped, prompt_1, prompt_2, ratio, as_blends, readings, scores)
+                if progress is not None:
+                    progress.update(len(plain))
             if on_chunk is not None:
                 on_chunk(pair, swapped, records[chunk_start:])
     return records
