@@ -217,6 +217,10 @@ _TYPES = {
 }  # fmt: skip
 
 
+def _key(record: dict) -> tuple:
+    return record["pair"], record["swapped"], record["ratio"], record["method"], record["seed"]
+
+
 def _open_text(path: Path, mode: str):
     if path.suffix != ".gz":
         return path.open(mode, newline="")
@@ -232,7 +236,7 @@ def write_records(records: list[dict], path: Path) -> None:
         raise ValueError("records must not be empty")
     path = Path(path)
     fields = list(records[0])
-    ordered = sorted(records, key=lambda r: (r["pair"], r["swapped"], r["ratio"], r["method"], r["seed"]))
+    ordered = sorted(records, key=_key)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _open_text(path, "w") as file:
         writer = csv.DictWriter(file, fieldnames=fields, lineterminator="\n")
@@ -270,10 +274,6 @@ def design_of(records: list[dict], seeds=None) -> StudyDesign:
         methods=tuple(m for m in METHODS if m in methods), num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
     )  # fmt: skip
-
-
-def _key(record: dict) -> tuple:
-    return record["pair"], record["swapped"], record["ratio"], record["method"], record["seed"]
 
 
 def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 0.05) -> list[str]:
@@ -440,14 +440,14 @@ def _run_resumably(pipe, design: StudyDesign, scorer, args) -> list[dict]:
     """Run the study chunk by chunk (pair and order) into ``OUT.parts/``; rerun after an
     interruption, it runs only the chunks that are missing."""
     import dataclasses
+    import hashlib
     import json
 
     from tqdm.auto import tqdm
 
-    parts = _parts_folder(args.out)
-    import hashlib
-
     from ..loading import EMBEDDED_PATH
+
+    parts = _parts_folder(args.out)
 
     # the same design, scorer and model, or the chunks done before are of another study
     model = hashlib.sha256((EMBEDDED_PATH / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
