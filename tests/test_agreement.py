@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 
 from blending.methods import METHODS
 from blending.scores import BlendScores
-from blending.toy.agreement import best_methods, reader_scores, score_agreement, spearman
+from blending.toy.agreement import best_methods, method_means, reader_scores, score_agreement, spearman
 
 PAIRS = [("a large red circle", "a small blue star"), ("a small green square", "a large yellow cross")]
 
@@ -90,3 +90,17 @@ def test_best_methods_compares_clip_best_with_the_truth_best_and_flags_ties():
     assert row.agree and not row.informative
     with pytest.raises(ValueError, match="measure"):
         best_methods(records, "beauty")
+
+
+def test_method_means_weigh_every_pair_alike_and_compare_both_numbers():
+    both = ("prompt_1", "prompt_2", "prompt_2")  # coverage 1/3
+    one = ("prompt_1",) * 3  # coverage 0
+    records = [record(0, "textual", seed, both, 30, 10) for seed in range(4)]  # CLIP coverage 10
+    records += [record(1, "textual", 0, one, 20, 20)]  # one seed only, CLIP coverage 20
+    records += [record(0, "textual", 0, one, 90, 90, ratio=0.25)]  # another ratio: left out
+    means = method_means(records, "coverage")
+    assert list(means) == ["textual"]
+    truth, clip = means["textual"]
+    assert truth == pytest.approx((1 / 3 + 0) / 2) and clip == pytest.approx((10 + 20) / 2)
+    with pytest.raises(ValueError, match="ratio"):
+        method_means(records, "coverage", ratio=0.75)

@@ -10,6 +10,8 @@ by blend, over the records of a study (:func:`blending.toy.study.run_study` with
   readers' number of the same name, with a 95% interval from a two-stage bootstrap: pairs with
   replacement (the blends of one pair are not independent of each other), then blends within
   each drawn pair, as :func:`blending.toy.study.attribute_shares` does with seeds.
+- :func:`method_means`: each method's mean readers' and CLIP number at one ratio: does CLIP
+  rank the methods as the truth does?
 - :func:`best_methods`: for each pair, order and ratio, the method with the highest mean CLIP
   number against the methods with the highest mean readers' number: how often would "pick the
   method CLIP likes best" pick a method that is best in truth?
@@ -29,8 +31,8 @@ from ..methods import METHODS
 from .study import ATTRIBUTES, attribute_of_prompt
 
 __all__ = [
-    "MEASURES", "Agreement", "BestMethods", "ReaderScores", "best_methods", "cell_means", "clip_value", "reader_scores",
-    "score_agreement", "spearman",
+    "MEASURES", "Agreement", "BestMethods", "ReaderScores", "best_methods", "cell_means", "clip_value", "method_means",
+    "reader_scores", "score_agreement", "spearman",
 ]  # fmt: skip
 
 #: What is compared. ``leaning``: towards prompt 1 (positive) or prompt 2 (negative).
@@ -217,3 +219,15 @@ def best_methods(records: list[dict], measure: str = "coverage") -> list[BestMet
         clip_best = max(by_method, key=lambda m: by_method[m][1])
         rows.append(BestMethods(pair, swapped, ratio, clip_best, truth_best, len(by_method)))
     return rows
+
+
+def method_means(records: list[dict], measure: str, ratio: float = 0.5) -> dict[str, tuple[float, float]]:
+    """Per method, at ``ratio``: the readers' and CLIP's mean ``measure``, over the cells of
+    :func:`cell_means` (each pair and order weighs the same, whatever its number of seeds)."""
+    by_method: dict[str, list[tuple[float, float]]] = {}
+    for (_, _, cell_ratio, method), means in cell_means(records, measure).items():
+        if math.isclose(cell_ratio, ratio):
+            by_method.setdefault(method, []).append(means)
+    if not by_method:
+        raise ValueError(f"ratio: no blends with a defined {measure} at {ratio}")
+    return {m: tuple(float(v) for v in np.mean(by_method[m], axis=0)) for m in METHODS if m in by_method}

@@ -238,6 +238,26 @@ def best_method_table(rows_by_measure: dict) -> str:
     return "\n".join(lines)
 
 
+def method_means_table(records: list[dict], ratio: float = 0.5) -> str:
+    """A markdown table: each method's mean readers' and CLIP coverage and balance at ``ratio``
+    (:func:`blending.toy.agreement.method_means`), each with its rank among the methods."""
+    from .agreement import method_means
+
+    columns = []
+    for measure in ("coverage", "balance"):
+        means = method_means(records, measure, ratio)
+        for side, fmt in ((0, "{:.2f}"), (1, "{:.1f}" if measure == "coverage" else "{:.2f}")):
+            ordered = sorted(means, key=lambda m: -means[m][side])
+            columns.append({m: f"{fmt.format(means[m][side])} ({ordered.index(m) + 1})" for m in means})
+    lines = [
+        "| method | readers' coverage | CLIP's coverage | readers' balance | CLIP's balance |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for method in columns[0]:
+        lines.append(f"| {method.upper()} | " + " | ".join(column.get(method, "n/a") for column in columns) + " |")
+    return "\n".join(lines)
+
+
 def agreement_figure(records: list[dict]) -> Figure:
     """CLIP's numbers against the readers', one point per (pair, order, ratio, method) of blends:
     means over its seeds."""
