@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 
 from blending.methods import METHODS
 from blending.scores import BlendScores
-from blending.toy.agreement import best_methods, method_means, reader_scores, score_agreement, spearman
+from blending.toy.agreement import best_methods, method_means, reader_scores, score_agreement, spearman, truth_groups
 
 PAIRS = [("a large red circle", "a small blue star"), ("a small green square", "a large yellow cross")]
 
@@ -104,3 +104,21 @@ def test_method_means_weigh_every_pair_alike_and_compare_both_numbers():
     assert truth == pytest.approx((1 / 3 + 0) / 2) and clip == pytest.approx((10 + 20) / 2)
     with pytest.raises(ValueError, match="ratio"):
         method_means(records, "coverage", ratio=0.75)
+
+
+def test_truth_groups_sort_blends_by_what_they_take_and_average_clip_within_each():
+    records = [
+        record(0, "unet", 0, ("prompt_1", "prompt_2", "prompt_2"), 30, 20),  # both prompts
+        record(0, "switch", 0, ("prompt_2", "prompt_2", "prompt_2"), 5, 40),  # one prompt only
+        record(0, "switch", 1, ("prompt_1", "neither", "neither"), 40, 8),  # one prompt only, the rest from neither
+        record(0, "alternate", 0, ("neither", "neither", "neither"), 12, 10),  # neither prompt
+        # one differing attribute (size): coverage means nothing, left out
+        record(0, "textual", 0, ("both", "both", "prompt_1"), 90, 90, prompts=("a small red star", "a large red star")),
+    ]
+    groups = {g.name: g for g in truth_groups(records)}
+    assert [g.blends for g in groups.values()] == [1, 2, 1]
+    assert groups["one prompt only"].by_method == {"textual": 0, "switch": 2, "unet": 0, "alternate": 0}
+    assert groups["one prompt only"].coverage == pytest.approx((5 + 8) / 2)
+    assert groups["neither prompt"].balance == pytest.approx(1 - 2 / 22)
+    with pytest.raises(ValueError, match="two attributes"):
+        truth_groups(records[-1:])

@@ -12,6 +12,8 @@ by blend, over the records of a study (:func:`blending.toy.study.run_study` with
   each drawn pair, as :func:`blending.toy.study.attribute_shares` does with seeds.
 - :func:`method_means`: each method's mean readers' and CLIP number at one ratio: does CLIP
   rank the methods as the truth does?
+- :func:`truth_groups`: CLIP's mean numbers for the blends that in truth take from both
+  prompts, from one only, or from neither: can CLIP tell a failed blend from a partial one?
 - :func:`best_methods`: for each pair, order and ratio, the method with the highest mean CLIP
   number against the methods with the highest mean readers' number: how often would "pick the
   method CLIP likes best" pick a method that is best in truth?
@@ -31,8 +33,8 @@ from ..methods import METHODS
 from .study import ATTRIBUTES, attribute_of_prompt
 
 __all__ = [
-    "MEASURES", "Agreement", "BestMethods", "ReaderScores", "best_methods", "cell_means", "clip_value", "method_means",
-    "reader_scores", "score_agreement", "spearman",
+    "MEASURES", "TRUTH_GROUPS", "Agreement", "BestMethods", "ReaderScores", "TruthGroup", "best_methods", "cell_means",
+    "clip_value", "method_means", "reader_scores", "score_agreement", "spearman", "truth_groups",
 ]  # fmt: skip
 
 #: What is compared. ``leaning``: towards prompt 1 (positive) or prompt 2 (negative).
@@ -231,3 +233,43 @@ def method_means(records: list[dict], measure: str, ratio: float = 0.5) -> dict[
     if not by_method:
         raise ValueError(f"ratio: no blends with a defined {measure} at {ratio}")
     return {m: tuple(float(v) for v in np.mean(by_method[m], axis=0)) for m in METHODS if m in by_method}
+
+
+#: How much of the two prompts a blend takes, in truth (of the attributes they name differently).
+TRUTH_GROUPS = ("both prompts", "one prompt only", "neither prompt")
+
+
+@dataclass(frozen=True)
+class TruthGroup:
+    """The blends of one of :data:`TRUTH_GROUPS`: how many (in all and per method), and CLIP's
+    mean coverage and balance over them (NaN balances left out)."""
+
+    name: str
+    blends: int
+    by_method: dict[str, int]
+    coverage: float
+    balance: float
+
+
+def truth_groups(records: list[dict]) -> list[TruthGroup]:
+    """The blends of pairs that differ in at least two attributes, grouped by what they take in
+    truth: something from each prompt, from one prompt only, or nothing from either (a third
+    shape or colour, no readable object). If CLIP's coverage followed the truth, the second and
+    third groups would both score low."""
+    groups: dict[str, list[dict]] = {name: [] for name in TRUTH_GROUPS}
+    for r in _blends(records):
+        truth = reader_scores(r)
+        if truth.differing < 2:
+            continue
+        takes = (truth.share_1 > 0) + (truth.share_2 > 0)
+        groups[TRUTH_GROUPS[2 - takes]].append(r)
+    if not any(groups.values()):
+        raise ValueError("records: no blends of pairs that differ in two attributes or more")
+    return [
+        TruthGroup(
+            name, len(rows), {m: sum(r["method"] == m for r in rows) for m in METHODS},
+            float(np.mean([r["coverage"] for r in rows])) if rows else math.nan,
+            float(np.nanmean([r["balance"] for r in rows])) if rows else math.nan,
+        )
+        for name, rows in groups.items()
+    ]  # fmt: skip

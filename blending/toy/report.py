@@ -144,10 +144,16 @@ def findings(shares: list[Share], ratio: float = 0.5) -> str:
             sh = cells.get((False, method, ratio, attribute))
             if sh is None:
                 continue
-            source = max(DISTINCT_SOURCES, key=sh.fractions.get)
-            low, high = sh.intervals[source]
-            parts.append(f"{attribute} mostly from {where[source]} ({100 * sh.fractions[source]:.0f}%, 95% interval "
-                         f"{100 * low:.0f}–{100 * high:.0f}%)")  # fmt: skip
+            first, second = sorted(DISTINCT_SOURCES, key=sh.fractions.get, reverse=True)[:2]
+            low, high = sh.intervals[first]
+            interval = f"95% interval {100 * low:.0f}–{100 * high:.0f}%"
+            if low <= sh.fractions[second]:
+                # the runner-up lies inside the leader's interval: no clear leader
+                parts.append(f"{attribute} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval}) as often as "
+                             f"from {where[second]} ({100 * sh.fractions[second]:.0f}%)")  # fmt: skip
+            else:
+                how = "mostly" if sh.fractions[first] > 0.5 else "most often"
+                parts.append(f"{attribute} {how} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval})")
         if not parts:
             continue
         sentences.append(f"- **{method.upper()}** takes its " + "; ".join(parts) + ".")
@@ -156,7 +162,10 @@ def findings(shares: list[Share], ratio: float = 0.5) -> str:
         if all(forward) and all(swapped):
             # in the swapped order prompt 2 holds what prompt 1 held: compare the same concept
             shift = max(abs(f.fractions["prompt_1"] - s.fractions["prompt_2"]) for f, s in zip(forward, swapped))
-            sentences[-1] += f" Swapping the prompts moves a concept's share by up to {100 * shift:.0f} points."
+            if round(100 * shift) == 0:
+                sentences[-1] += " Swapping the prompts leaves every concept's share as it was (within a point)."
+            else:
+                sentences[-1] += f" Swapping the prompts moves a concept's share by up to {100 * shift:.0f} points."
     return "\n".join(sentences)
 
 
@@ -255,6 +264,21 @@ def method_means_table(records: list[dict], ratio: float = 0.5) -> str:
     ]
     for method in columns[0]:
         lines.append(f"| {method.upper()} | " + " | ".join(column.get(method, "n/a") for column in columns) + " |")
+    return "\n".join(lines)
+
+
+def truth_groups_table(records: list[dict]) -> str:
+    """A markdown table of :func:`blending.toy.agreement.truth_groups`."""
+    from .agreement import truth_groups
+
+    methods = " / ".join(m.upper() for m in METHODS)
+    lines = [
+        f"| in truth, the blend takes from | blends | of which {methods} | CLIP's coverage | CLIP's balance |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for g in truth_groups(records):
+        counts = " / ".join(f"{g.by_method[m]:,}" for m in METHODS)
+        lines.append(f"| {g.name} | {g.blends:,} | {counts} | {g.coverage:.1f} | {g.balance:.2f} |")
     return "\n".join(lines)
 
 
