@@ -276,10 +276,16 @@ def design_of(records: list[dict], seeds=None) -> StudyDesign:
     )  # fmt: skip
 
 
-def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 0.05) -> list[str]:
+def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 2.0) -> list[str]:
     """What differs between a rerun and the records of the same seeds in ``expected``, one line
     each: a blend in only one of them, a reading or source that differs, a CLIP score that
-    differs by more than ``score_tolerance``. Empty when ``actual`` reproduces ``expected``."""
+    differs by more than ``score_tolerance``. Empty when ``actual`` reproduces ``expected``.
+
+    Readings must match exactly; CLIP scores (``100 * cos``) move with the pixels' last bits.
+    With the library versions that ran the study, a rerun matched to 0.013; with the oldest
+    supported versions (``constraints/oldest.txt``) the same readings came back and single
+    scores moved by up to 1.2, hence the default of 2.
+    """
     seeds = {r["seed"] for r in actual}
     expected_by_key = {_key(r): r for r in expected if r["seed"] in seeds}
     actual_by_key = {_key(r): r for r in actual}
