@@ -1,6 +1,6 @@
 # The blending companion. Two commands do all the set-up on a fresh machine:
 #   make book    regenerate every figure (papermill) and build the book into _build/html
-#   make check   run every check: unit tests, nbval, the book build, the browser checks (the site;
+#   make check   run every check: lint and format (ruff), unit tests, nbval, the book build, the browser checks (the site;
 #                the chapters in JupyterLab), and the unit tests with the oldest versions (make check-oldest)
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,7 +31,7 @@ MODEL ?= embedded
 DEVICE ?=
 SITE := _build/html
 
-.PHONY: setup figures book verify check check-oldest browser clean
+.PHONY: setup figures book verify lint check check-oldest browser clean
 
 setup: $(VENV)/.installed
 
@@ -83,7 +83,12 @@ browser: $(if $(wildcard $(BIN)/python),,setup)
 	@$(FIND_CHROMIUM) >/dev/null 2>&1 || $(BIN)/python -m playwright install chromium >/dev/null 2>&1 || true
 	@$(FIND_CHROMIUM) || true
 
-check: setup browser
+# Lint and format (ruff, configured in pyproject.toml): `ruff format .` fixes what the second line finds.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check: setup browser lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --ignore-glob="*.failed.ipynb"
 	$(MAKE) book
 ifeq ($(RERUN_CHECK),1)

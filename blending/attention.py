@@ -10,13 +10,19 @@ when an exception is raised.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 
 from .methods import CrossAttentionLayout, Schedule
 
-__all__ = ["RowConditioningProcessor", "cross_attention_layout", "interpolate", "layer_replacements", "row_conditioning"]
+__all__ = [
+    "RowConditioningProcessor",
+    "cross_attention_layout",
+    "interpolate",
+    "layer_replacements",
+    "row_conditioning",
+]
 
 # Where each part of the U-Net sits in its forward pass.
 _FORWARD_ORDER = ("down_blocks.", "mid_block.", "up_blocks.")
@@ -60,7 +66,9 @@ class RowConditioningProcessor:
 
 
 @contextlib.contextmanager
-def row_conditioning(unet: torch.nn.Module, replacements: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+def row_conditioning(
+    unet: torch.nn.Module, replacements: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+) -> Iterator[None]:
     """Within the block, the cross-attention layer ``name`` sees ``conditioning`` in ``rows``.
 
     ``replacements`` maps processor names to ``(rows, conditioning)``. Layers not named keep
@@ -89,7 +97,11 @@ def interpolate(embeds_1: torch.Tensor, embeds_2: torch.Tensor, weights: torch.T
 
 
 def layer_replacements(
-    schedules: list[Schedule], layout: CrossAttentionLayout, embeds_1: torch.Tensor, embeds_2: torch.Tensor, first_row: int
+    schedules: list[Schedule],
+    layout: CrossAttentionLayout,
+    embeds_1: torch.Tensor,
+    embeds_2: torch.Tensor,
+    first_row: int,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """For :func:`row_conditioning`: per cross-attention layer, the rows whose text states it replaces.
 
@@ -102,6 +114,13 @@ def layer_replacements(
         return {}
     rows = torch.tensor([row for row, _ in layered], device=embeds_1.device)
     return {
-        name: (rows, interpolate(embeds_1, embeds_2, torch.tensor([w[layer] for _, w in layered], dtype=embeds_1.dtype, device=embeds_1.device)))
+        name: (
+            rows,
+            interpolate(
+                embeds_1,
+                embeds_2,
+                torch.tensor([w[layer] for _, w in layered], dtype=embeds_1.dtype, device=embeds_1.device),
+            ),
+        )
         for layer, name in enumerate(layout.names)
     }

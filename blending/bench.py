@@ -27,17 +27,25 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from . import PAPER_SEEDS
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
 from .loading import optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
-from . import PAPER_SEEDS
 from .pipeline import blend, blend_seeds, library_versions
 
-__all__ = ["authors_unet_rows", "batch_sizes", "build_sd_shaped_pipeline", "count_unet_rows", "main", "stock_one_at_a_time"]
+__all__ = [
+    "authors_unet_rows",
+    "batch_sizes",
+    "build_sd_shaped_pipeline",
+    "count_unet_rows",
+    "main",
+    "stock_one_at_a_time",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +74,9 @@ def count_unet_rows(unet: torch.nn.Module, run) -> int:
     return sum(batch_sizes(unet, run))
 
 
-def authors_unet_rows(num_inference_steps: int, methods=tuple(METHODS), ratio: float = 0.5, guidance: bool = True) -> int:
+def authors_unet_rows(
+    num_inference_steps: int, methods=tuple(METHODS), ratio: float = 0.5, guidance: bool = True
+) -> int:
     """U-Net rows of the authors' strategy: per method, prompt 1, prompt 2 and the blend anew.
 
     SWITCH's blend is prompt 1's trajectory until the switch, so only its steps after the switch
@@ -85,7 +95,19 @@ def authors_unet_rows(num_inference_steps: int, methods=tuple(METHODS), ratio: f
 # -- the stock contender ----------------------------------------------------------------------
 
 
-def _stock_image(pipe, schedule: Schedule, layout, embeds, negative, seed, num_inference_steps, guidance_scale, height, width, output_type):
+def _stock_image(
+    pipe,
+    schedule: Schedule,
+    layout,
+    embeds,
+    negative,
+    seed,
+    num_inference_steps,
+    guidance_scale,
+    height,
+    width,
+    output_type,
+):
     """One image by one stock ``StableDiffusionPipeline`` call that follows ``schedule``.
 
     The step weights become prompt embeddings swapped in by ``callback_on_step_end``; layer
@@ -118,9 +140,19 @@ def _stock_image(pipe, schedule: Schedule, layout, embeds, negative, seed, num_i
 
 @torch.no_grad()
 def stock_one_at_a_time(
-    pipe, prompt_1, prompt_2, methods=tuple(METHODS), ratio=0.5, *, seed=0, num_inference_steps=25,
-    guidance_scale=7.5, height=None, width=None, output_type="pil",
-) -> dict[str, object]:  # fmt: skip
+    pipe,
+    prompt_1,
+    prompt_2,
+    methods=tuple(METHODS),
+    ratio=0.5,
+    *,
+    seed=0,
+    num_inference_steps=25,
+    guidance_scale=7.5,
+    height=None,
+    width=None,
+    output_type="pil",
+) -> dict[str, object]:
     """The images of one comparison, each by its own stock pipeline call (the baseline)."""
     device = pipe._execution_device
     prompt_embeds, negative_embeds = pipe.encode_prompt([prompt_1, prompt_2], device, 1, guidance_scale > 1)
@@ -130,7 +162,9 @@ def stock_one_at_a_time(
     schedules = {"prompt_1": plain(0.0, num_inference_steps), "prompt_2": plain(1.0, num_inference_steps)}
     schedules |= {m: METHODS[m](ratio, num_inference_steps, layout, None) for m in methods}
     return {
-        name: _stock_image(pipe, s, layout, embeds, negative, seed, num_inference_steps, guidance_scale, height, width, output_type)
+        name: _stock_image(
+            pipe, s, layout, embeds, negative, seed, num_inference_steps, guidance_scale, height, width, output_type
+        )
         for name, s in schedules.items()
     }
 
@@ -138,7 +172,9 @@ def stock_one_at_a_time(
 # -- the benchmark model ----------------------------------------------------------------------
 
 
-def build_sd_shaped_pipeline(width_divisor: int = 1, dtype=torch.float32, device="cpu", seed: int = 0, full_text_encoder: bool = False):
+def build_sd_shaped_pipeline(
+    width_divisor: int = 1, dtype=torch.float32, device="cpu", seed: int = 0, full_text_encoder: bool = False
+):
     """Stable Diffusion v1.4's architecture with random weights, its widths divided by ``width_divisor``.
 
     Divisor 1 is the real size (859.5M U-Net parameters). Timing needs no real weights; the text
@@ -160,17 +196,24 @@ def build_sd_shaped_pipeline(width_divisor: int = 1, dtype=torch.float32, device
     torch.manual_seed(seed)
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**vae_config),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**dict(
-            config["text_encoder"], **({} if full_text_encoder else {"num_hidden_layers": 2, "vocab_size": len(tokenizer)}),
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        ))),
+        text_encoder=CLIPTextModel(
+            CLIPTextConfig(
+                **dict(
+                    config["text_encoder"],
+                    **({} if full_text_encoder else {"num_hidden_layers": 2, "vocab_size": len(tokenizer)}),
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            )
+        ),
         tokenizer=tokenizer,
         unet=UNet2DConditionModel(**unet_config),
         scheduler=UniPCMultistepScheduler.from_config(config["scheduler"]),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
-    )  # fmt: skip
+    )
     pipe.register_to_config(_name_or_path=f"sd-v1-4-architecture/{width_divisor} (random weights)")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=dtype)
@@ -262,7 +305,9 @@ T4_BUDGET_GIB = 14.4
 
 
 def _run_seeds(pipe, num_seeds, max_batch_size, settings):
-    blend_seeds(pipe, *PROMPTS, seeds=list(PAPER_SEEDS[:num_seeds]), max_batch_size=max_batch_size, progress=False, **settings)
+    blend_seeds(
+        pipe, *PROMPTS, seeds=list(PAPER_SEEDS[:num_seeds]), max_batch_size=max_batch_size, progress=False, **settings
+    )
 
 
 def _cuda_peak(pipe, run) -> dict:
@@ -285,7 +330,9 @@ def _cuda_peak(pipe, run) -> dict:
     }
 
 
-def measure_memory(pipe, settings: dict, width_divisor: int | None, budget_gib: float | None = T4_BUDGET_GIB) -> list[dict]:
+def measure_memory(
+    pipe, settings: dict, width_divisor: int | None, budget_gib: float | None = T4_BUDGET_GIB
+) -> list[dict]:
     """Peak memory of :data:`MEMORY_CASES`: one row per case and ``max_batch_size``.
 
     On CUDA: PyTorch's peak allocated and reserved memory with the weights, and whether the run
@@ -299,10 +346,15 @@ def measure_memory(pipe, settings: dict, width_divisor: int | None, budget_gib: 
         for max_batch_size in sizes:
             images = num_seeds * (2 + len(METHODS))
             batch = min(images, max_batch_size or images)
-            row = {"case": case, "images": images, "max_batch_size": max_batch_size, "unet_rows_per_call": batch * (2 if guided else 1)}
+            row = {
+                "case": case,
+                "images": images,
+                "max_batch_size": max_batch_size,
+                "unet_rows_per_call": batch * (2 if guided else 1),
+            }
             logger.info("memory: %s, max_batch_size %s", case, max_batch_size)
             if device.type == "cuda":
-                row |= _cuda_peak(pipe, lambda: _run_seeds(pipe, num_seeds, max_batch_size, settings))
+                row |= _cuda_peak(pipe, partial(_run_seeds, pipe, num_seeds, max_batch_size, settings))
             else:
                 started = time.perf_counter()
                 row["peak_resident_mb"] = _peak_rss_mb(width_divisor, _run_seeds, num_seeds, max_batch_size, settings)
@@ -315,9 +367,15 @@ def measure_memory(pipe, settings: dict, width_divisor: int | None, budget_gib: 
         try:
             for row in rows:
                 num_seeds = MEMORY_CASES[row["case"]][0]
-                capped = _cuda_peak(pipe, lambda: _run_seeds(pipe, num_seeds, row["max_batch_size"], settings))
+                capped = _cuda_peak(pipe, partial(_run_seeds, pipe, num_seeds, row["max_batch_size"], settings))
                 row["fits_budget"] = not capped["out_of_memory"]
-                logger.info("under %s GiB: %s, max_batch_size %s fits: %s", budget_gib, row["case"], row["max_batch_size"], row["fits_budget"])
+                logger.info(
+                    "under %s GiB: %s, max_batch_size %s fits: %s",
+                    budget_gib,
+                    row["case"],
+                    row["max_batch_size"],
+                    row["fits_budget"],
+                )
         finally:
             torch.cuda.set_per_process_memory_fraction(1.0, device)
     return rows
@@ -343,24 +401,33 @@ def _memory_table(report: dict) -> str:
             reserved = "" if r["out_of_memory"] else f"{r['peak_reserved_gib']:.1f}"
             seconds = "" if r["out_of_memory"] else f"{r['seconds']:.1f}"
             fits = {True: "yes", False: "no", None: "n/a"}[r.get("fits_budget")]
-            lines.append(f"| {r['case']} | {r['images']} | {r['max_batch_size'] or 'None (all)'} | {r['unet_rows_per_call']} | {peak} | {reserved} | {seconds} | {fits} |")
+            lines.append(
+                f"| {r['case']} | {r['images']} | {r['max_batch_size'] or 'None (all)'} | {r['unet_rows_per_call']} | {peak} | {reserved} | {seconds} | {fits} |"
+            )
     else:
         lines += [
             "| comparison | images | max_batch_size | U-Net rows per call | peak resident memory beyond the model (MB) |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
-            lines.append(f"| {r['case']} | {r['images']} | {r['max_batch_size'] or 'None (all)'} | {r['unet_rows_per_call']} | {r['peak_resident_mb']:.0f} |")
+            lines.append(
+                f"| {r['case']} | {r['images']} | {r['max_batch_size'] or 'None (all)'} | {r['unet_rows_per_call']} | {r['peak_resident_mb']:.0f} |"
+            )
     scaling = report["results"].get("scaling")
     if scaling:
-        lines += ["", f"Peak memory grows by about **{scaling['per_image']:.2f} {scaling['unit']} per image in a batch**, "
-                      f"on top of {scaling['base']:.2f} {scaling['unit']} (a least-squares line through the rows above)."]
+        lines += [
+            "",
+            f"Peak memory grows by about **{scaling['per_image']:.2f} {scaling['unit']} per image in a batch**, "
+            f"on top of {scaling['base']:.2f} {scaling['unit']} (a least-squares line through the rows above).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _scaling(rows: list[dict]) -> dict | None:
     """A least-squares line of peak memory against the images in one batch."""
-    key, unit = ("peak_allocated_gib", "GiB") if any("peak_allocated_gib" in r for r in rows) else ("peak_resident_mb", "MB")
+    key, unit = (
+        ("peak_allocated_gib", "GiB") if any("peak_allocated_gib" in r for r in rows) else ("peak_resident_mb", "MB")
+    )
     points = [(min(r["images"], r["max_batch_size"] or r["images"]), r[key]) for r in rows if r.get(key) is not None]
     if len({x for x, _ in points}) < 2:
         return None
@@ -392,7 +459,9 @@ def _table(report: dict) -> str:
     speedup = r["seconds"][names[1]] / r["seconds"][names[0]]
     lines += ["", f"Speed-up of one batch over one call per image: **{speedup:.2f}x**."]
     if "tflops" in r:
-        lines.append(f"U-Net throughput: {r['tflops']:.0f} TFLOP/s, {100 * r['fraction_of_peak']:.0f}% of the GPU's dense fp16 peak.")
+        lines.append(
+            f"U-Net throughput: {r['tflops']:.0f} TFLOP/s, {100 * r['fraction_of_peak']:.0f}% of the GPU's dense fp16 peak."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -401,15 +470,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small model and 3 runs: under 2 minutes on 2 CPU cores")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per contender (default 5; 3 with --quick)")
-    parser.add_argument("--width-divisor", type=int, default=None, help="divide SD's widths (default: 10 on cpu, 1 on cuda)")
-    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: 128 on cpu, 64 with --quick, 512 on cuda)")
+    parser.add_argument(
+        "--width-divisor", type=int, default=None, help="divide SD's widths (default: 10 on cpu, 1 on cuda)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image side in pixels (default: 128 on cpu, 64 with --quick, 512 on cuda)",
+    )
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for the U-Net")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for the JSON and markdown results")
     parser.add_argument("--name", default=None, help="file name of the results (default: from the device and options)")
-    parser.add_argument("--memory", action="store_true", help="the memory table: peak memory of one comparison and of ten seeds at several max_batch_size")
-    parser.add_argument("--budget-gib", type=float, default=T4_BUDGET_GIB, help="with --memory on cuda: the memory that the 'fits' column allows (default: a 16 GB T4's)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="the memory table: peak memory of one comparison and of ten seeds at several max_batch_size",
+    )
+    parser.add_argument(
+        "--budget-gib",
+        type=float,
+        default=T4_BUDGET_GIB,
+        help="with --memory on cuda: the memory that the 'fits' column allows (default: a 16 GB T4's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -423,7 +508,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     pipe = build_sd_shaped_pipeline(divisor, dtype, device, full_text_encoder=args.memory)
     optimize_unet(pipe, channels_last=args.channels_last, compile=args.compile)
-    settings = {"seed": 0, "num_inference_steps": args.steps, "guidance_scale": 7.5, "height": size, "width": size, "output_type": "np"}
+    settings = {
+        "seed": 0,
+        "num_inference_steps": args.steps,
+        "guidance_scale": 7.5,
+        "height": size,
+        "width": size,
+        "output_type": "np",
+    }
     logger.info("benchmarking %s at %dx%d on %s", pipe.name_or_path, size, size, device)
     if args.memory:
         settings.pop("seed")  # the cases draw the authors' seeds
@@ -443,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": pipe.name_or_path,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if on_gpu else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "device_name": torch.cuda.get_device_name(device)
+        if on_gpu
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "dtype": str(dtype).removeprefix("torch."),
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
@@ -457,7 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         report["total_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30 if on_gpu else None
     table = _memory_table(report) if args.memory else _table(report)
     sys.stdout.write(table)  # the command prints the table
-    name = args.name or f"{'gpu' if on_gpu else 'cpu'}{'-memory' if args.memory else ''}{'-quick' if args.quick else ''}{'-compile' if args.compile else ''}{'-channels-last' if args.channels_last else ''}"
+    name = (
+        args.name
+        or f"{'gpu' if on_gpu else 'cpu'}{'-memory' if args.memory else ''}{'-quick' if args.quick else ''}{'-compile' if args.compile else ''}{'-channels-last' if args.channels_last else ''}"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(table)

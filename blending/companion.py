@@ -18,8 +18,18 @@ from .loading import PAPER_MODEL, load_pipeline
 from .pipeline import BlendResult, blend
 
 __all__ = [
-    "PAPER_PROMPTS", "TOY_PROMPTS", "chapter_prompts", "check_pictures", "denoising_frames", "figure", "pictures",
-    "provenance", "start", "start_toy_world", "summary", "write_animation",
+    "PAPER_PROMPTS",
+    "TOY_PROMPTS",
+    "chapter_prompts",
+    "check_pictures",
+    "denoising_frames",
+    "figure",
+    "pictures",
+    "provenance",
+    "start",
+    "start_toy_world",
+    "summary",
+    "write_animation",
 ]
 
 #: How to regenerate the figures with the paper's model (see the README).
@@ -85,14 +95,20 @@ def provenance(pipe, *, toy_world: bool = False, prompts: tuple[str, str] | None
     if prompts is not None:
         blended = f" It blends <code>{html.escape(prompts[0])}</code> and <code>{html.escape(prompts[1])}</code>"
         if pipe.name_or_path == "embedded" and tuple(prompts) == TOY_PROMPTS:
-            blended += (f", a pair of its toy world, in place of the paper's <code>{PAPER_PROMPTS[0]}</code> and "
-                        f"<code>{PAPER_PROMPTS[1]}</code>, which it does not know")  # fmt: skip
+            blended += (
+                f", a pair of its toy world, in place of the paper's <code>{PAPER_PROMPTS[0]}</code> and "
+                f"<code>{PAPER_PROMPTS[1]}</code>, which it does not know"
+            )
         elif pipe.name_or_path == "embedded" and tuple(prompts) == PAPER_PROMPTS:
             blended += ", the paper's prompts, which it does not know: its pictures of them mean nothing"
         blended += " (the parameters cell sets them)."
     elif paper_prompts:
         blended = " This page blends the paper's own prompts"
-        blended += ", which the embedded model does not know: its pictures of them mean nothing." if pipe.name_or_path == "embedded" else "."
+        blended += (
+            ", which the embedded model does not know: its pictures of them mean nothing."
+            if pipe.name_or_path == "embedded"
+            else "."
+        )
     if pipe.name_or_path == "embedded":
         return HTML(
             '<div class="admonition warning"><p class="admonition-title">Smoke test, not the paper\'s results</p>'
@@ -145,7 +161,9 @@ def check_pictures(images: dict, chapter: str) -> str:
     return check(images, Path("fingerprints") / f"{chapter}.json")
 
 
-def denoising_frames(pipe, prompt_1: str, prompt_2: str, method: str, **blend_kwargs) -> tuple[BlendResult, list[np.ndarray]]:
+def denoising_frames(
+    pipe, prompt_1: str, prompt_2: str, method: str, **blend_kwargs
+) -> tuple[BlendResult, list[np.ndarray]]:
     """Blend once and keep, after every denoising step, the decoded latents of the blend."""
     latents_per_step = []
 

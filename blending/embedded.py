@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SD_SCHEDULER_CONFIG", "byte_level_alphabet", "clip_tokenizer", "small_text_encoder", "tiny_pipeline", "tiny_tokenizer"]
+__all__ = [
+    "SD_SCHEDULER_CONFIG",
+    "byte_level_alphabet",
+    "clip_tokenizer",
+    "small_text_encoder",
+    "tiny_pipeline",
+    "tiny_tokenizer",
+]
 
 # The noise schedule Stable Diffusion v1.x was trained with.
 SD_SCHEDULER_CONFIG = dict(
@@ -52,26 +59,41 @@ def clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model_m
 
     bos, eos = "<|startoftext|>", "<|endoftext|>"
     backend = Tokenizer(
-        BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="</w>",
-            fuse_unk=False, unk_token=eos)
-    )  # fmt: skip
+        BPE(
+            vocab=vocab,
+            merges=merges,
+            dropout=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="</w>",
+            fuse_unk=False,
+            unk_token=eos,
+        )
+    )
     backend.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(
-            Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-            behavior="removed",
-            invert=True,
-        ),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])  # fmt: skip
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+                ),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.RobertaProcessing((eos, vocab[eos]), (bos, vocab[bos]), False, False)
     return CLIPTokenizerFast(
-        tokenizer_object=backend, unk_token=eos, bos_token=bos, eos_token=eos, pad_token=eos,
+        tokenizer_object=backend,
+        unk_token=eos,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=eos,
         model_max_length=model_max_length,
-    )  # fmt: skip
+    )
 
 
 def small_text_encoder(tokenizer, width: int):
@@ -101,6 +123,7 @@ def tiny_pipeline(variant: str = "sd1", seed: int = 0):
     SD 2.x's (linear projections, per-block head dims, a wider text encoder). 64x64 images.
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
+
     if variant not in ("sd1", "sd2"):
         raise ValueError(f"variant must be 'sd1' or 'sd2', got {variant!r}")
     sd2 = variant == "sd2"

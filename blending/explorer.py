@@ -27,9 +27,17 @@ class Explorer:
     until it is moved by hand; from then on it keeps the value set.
     """
 
-    def __init__(self, pipe, prompt_1: str = "lion", prompt_2: str = "cat", method: str = "switch",
-                 ratio: float = 0.5, seed: int = 21, num_inference_steps: int = 25,
-                 max_batch_size: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        pipe,
+        prompt_1: str = "lion",
+        prompt_2: str = "cat",
+        method: str = "switch",
+        ratio: float = 0.5,
+        seed: int = 21,
+        num_inference_steps: int = 25,
+        max_batch_size: int | None = None,
+    ):
         self.pipe = pipe
         self.num_inference_steps = num_inference_steps
         self.max_batch_size = max_batch_size
@@ -38,7 +46,10 @@ class Explorer:
         self.method = widgets.Dropdown(options=list(METHODS), value=method, description="Method")
         self.ratio = widgets.FloatSlider(value=ratio, min=0, max=1, step=0.05, description="Ratio")
         self.switch_step = widgets.IntSlider(
-            value=default_switch_step(ratio, num_inference_steps), min=0, max=num_inference_steps, description="Switch step"
+            value=default_switch_step(ratio, num_inference_steps),
+            min=0,
+            max=num_inference_steps,
+            description="Switch step",
         )
         self.seed = widgets.BoundedIntText(value=seed, min=0, max=2**63 - 1, description="Seed")
         self.button = widgets.Button(description="Generate", button_style="primary")
@@ -51,13 +62,15 @@ class Explorer:
         self.ratio.observe(self._sync_switch_step, names="value")
         self.switch_step.observe(self._switch_step_moved, names="value")
         self._sync_switch_step()
-        self.widget = widgets.VBox([
-            widgets.HBox([self.prompt_1, self.prompt_2]),
-            widgets.HBox([self.method, self.seed]),
-            widgets.HBox([self.ratio, self.switch_step]),
-            widgets.HBox([self.button, self.progress]),
-            self.output,
-        ])  # fmt: skip
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.prompt_1, self.prompt_2]),
+                widgets.HBox([self.method, self.seed]),
+                widgets.HBox([self.ratio, self.switch_step]),
+                widgets.HBox([self.button, self.progress]),
+                self.output,
+            ]
+        )
         self.result = None
 
     def _sync_switch_step(self, change=None) -> None:

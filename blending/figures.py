@@ -72,17 +72,14 @@ def _strip_volatile(path: Path) -> None:
             holder.metadata.pop(key, None)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = [
-                o for o in cell.outputs if _WIDGET not in o.get("data", {}) and o.get("name") != "stderr"
-            ]  # fmt: skip
+            cell.outputs = [o for o in cell.outputs if _WIDGET not in o.get("data", {}) and o.get("name") != "stderr"]
     nbformat.write(notebook, path)
 
 
 def _notebook_paths(notebooks: Path, only: list[str] | None) -> list[Path]:
     paths = sorted(
-        p for p in notebooks.glob("*.ipynb")
-        if not p.name.endswith(_FAILED_SUFFIX) and (only is None or p.stem in only)
-    )  # fmt: skip
+        p for p in notebooks.glob("*.ipynb") if not p.name.endswith(_FAILED_SUFFIX) and (only is None or p.stem in only)
+    )
     if not paths:
         raise ValueError(f"notebooks: no notebook to run in {notebooks}" + (f" named {only}" if only else ""))
     return paths
@@ -148,9 +145,13 @@ def _run_all(paths, model, device, dtype, manifest, failed) -> None:
             try:
                 # cwd stays the notebook's folder, so that its relative output_dir works
                 papermill.execute_notebook(
-                    str(source), str(run), parameters=parameters, cwd=str(path.parent), progress_bar=False,
+                    str(source),
+                    str(run),
+                    parameters=parameters,
+                    cwd=str(path.parent),
+                    progress_bar=False,
                     kernel_name="python3",
-                )  # fmt: skip
+                )
             except Exception as error:  # any failure of this notebook; the others still run
                 if run.exists():  # papermill writes the run as it goes, up to the failing cell
                     shutil.move(run, failed_run)
@@ -163,10 +164,15 @@ def _run_all(paths, model, device, dtype, manifest, failed) -> None:
             _strip_volatile(run)
             shutil.move(run, path)
         status.record_drawn(
-            path.parent / status.FILENAME, path.stem, model=notebook_model, device=manifest["device"],
-            dtype=manifest["dtype"], versions=manifest["versions"], pictures=status.pictures_digest(path),
+            path.parent / status.FILENAME,
+            path.stem,
+            model=notebook_model,
+            device=manifest["device"],
+            dtype=manifest["dtype"],
+            versions=manifest["versions"],
+            pictures=status.pictures_digest(path),
             seconds=seconds,
-        )  # fmt: skip
+        )
         figures_dir = path.parent / "figures" / path.stem
         manifest["notebooks"][path.stem] = {
             "model": notebook_model,
@@ -198,8 +204,13 @@ def regenerate(
         drawn_by = {p: _drawn_by(p) for p in paths if not _only_model(p)}
         for path, other in drawn_by.items():
             if other != model:
-                logger.warning("%s was drawn by %s, not %s: kept as committed (make figures MODEL=%s replaces it)",
-                               path, other, model, model)  # fmt: skip
+                logger.warning(
+                    "%s was drawn by %s, not %s: kept as committed (make figures MODEL=%s replaces it)",
+                    path,
+                    other,
+                    model,
+                    model,
+                )
         paths = [p for p in paths if drawn_by.get(p, model) == model]
     device_name, dtype_name = _device_description(device, dtype)
     manifest = {
@@ -240,7 +251,9 @@ def _drawn_by(path: Path) -> str:
     for cell in notebook.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["model"]:
+                if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [
+                    "model"
+                ]:
                     return ast.literal_eval(node.value)
     return _parameters(path, {})[0].get("model", "embedded")
 
@@ -274,9 +287,12 @@ def _psnr(committed, regenerated) -> float | None:
 
 
 def check(
-    model: str | None = None, device: str | None = None, dtype: str | None = None,
-    notebooks: Path = NOTEBOOKS, only: list[str] | None = None,
-) -> list[dict]:  # fmt: skip
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    notebooks: Path = NOTEBOOKS,
+    only: list[str] | None = None,
+) -> list[dict]:
     """Regenerate notebooks in a temporary folder and compare every figure with the committed one.
 
     Each notebook runs with the model that drew it (or ``model``); the committed files are never
@@ -306,12 +322,20 @@ def check(
             logger.info("checking %s with %s", path, drawn_by)
             notebook_rows = []
             try:
-                papermill.execute_notebook(str(run), str(run), parameters=parameters, cwd=str(copy), progress_bar=False,
-                                           kernel_name="python3")  # fmt: skip
+                papermill.execute_notebook(
+                    str(run), str(run), parameters=parameters, cwd=str(copy), progress_bar=False, kernel_name="python3"
+                )
             except Exception as error:  # this notebook's figures cannot be compared; the others can
                 logger.error("%s failed to run: %s", path, error)
-                notebook_rows.append({"notebook": path.stem, "figure": "(the notebook failed to run)", "change": None,
-                                      "match": False, "psnr": None})  # fmt: skip
+                notebook_rows.append(
+                    {
+                        "notebook": path.stem,
+                        "figure": "(the notebook failed to run)",
+                        "change": None,
+                        "match": False,
+                        "psnr": None,
+                    }
+                )
             else:
                 committed, regenerated = _figure_images(path), _figure_images(run)
                 for name in [*committed, *(n for n in regenerated if n not in committed)]:
@@ -321,37 +345,54 @@ def check(
                         change = largest_change(cell_means(committed[name]), regenerated[name])
                         psnr = _psnr(committed[name], regenerated[name])
                     match = change is not None and change <= TOLERANCE
-                    notebook_rows.append({"notebook": path.stem, "figure": name, "change": change, "match": match, "psnr": psnr})
+                    notebook_rows.append(
+                        {"notebook": path.stem, "figure": name, "change": change, "match": match, "psnr": psnr}
+                    )
             rows += notebook_rows
             if drawn_by == committed_by:  # a check with another model checks nothing committed
                 status.record_check(
-                    notebooks / status.FILENAME, path.stem, figures=len(notebook_rows),
-                    differ=[r["figure"] for r in notebook_rows if not r["match"]], device=device_name, versions=versions,
-                )  # fmt: skip
+                    notebooks / status.FILENAME,
+                    path.stem,
+                    figures=len(notebook_rows),
+                    differ=[r["figure"] for r in notebook_rows if not r["match"]],
+                    device=device_name,
+                    versions=versions,
+                )
     return rows
 
 
 def _check_table(rows: list[dict]) -> str:
-    lines = ["| notebook | figure | fingerprint | largest cell change | PSNR (dB) |", "| --- | --- | :---: | ---: | ---: |"]
+    lines = [
+        "| notebook | figure | fingerprint | largest cell change | PSNR (dB) |",
+        "| --- | --- | :---: | ---: | ---: |",
+    ]
     for r in rows:
         change = "n/a" if r["change"] is None else f"{r['change']:.4f}"
         psnr = "n/a" if r["psnr"] is None else "identical" if r["psnr"] == float("inf") else f"{r['psnr']:.1f}"
-        lines.append(f"| {r['notebook']} | {r['figure']} | {'match' if r['match'] else 'DIFFERS'} | {change} | {psnr} |")
+        lines.append(
+            f"| {r['notebook']} | {r['figure']} | {'match' if r['match'] else 'DIFFERS'} | {change} | {psnr} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m blending.figures", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="the model to draw with (default: embedded; with --check, the one that drew each notebook)")
+    parser.add_argument(
+        "--model", help="the model to draw with (default: embedded; with --check, the one that drew each notebook)"
+    )
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS)
     parser.add_argument("--only", nargs="+", help="notebook names (without .ipynb) to run")
-    parser.add_argument("--keep-other-models", action="store_true",
-                        help="keep the notebooks that another model drew, as make book does")  # fmt: skip
-    parser.add_argument("--check", action="store_true",
-                        help="regenerate into a temporary folder, compare every figure with the committed one and record "
-                             "the result in status.json")  # fmt: skip
+    parser.add_argument(
+        "--keep-other-models", action="store_true", help="keep the notebooks that another model drew, as make book does"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="regenerate into a temporary folder, compare every figure with the committed one and record "
+        "the result in status.json",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -371,7 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(_check_table(rows))  # the command prints the table
         differ = [f"{r['notebook']}: {r['figure']}" for r in rows if not r["match"]]
         if differ:
-            print(f"{len(differ)} of {len(rows)} figures differ from the committed ones: {'; '.join(differ)}", file=sys.stderr)
+            print(
+                f"{len(differ)} of {len(rows)} figures differ from the committed ones: {'; '.join(differ)}",
+                file=sys.stderr,
+            )
             return 1
         print(f"all {len(rows)} figures match the committed ones", file=sys.stderr)
         return 0

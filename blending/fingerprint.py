@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,10 +49,12 @@ def cell_means(image) -> np.ndarray:
         raise ValueError(f"image must be at least {GRID}x{GRID} pixels, got {width}x{height}")
     rows = np.linspace(0, height, GRID + 1).astype(int)
     columns = np.linspace(0, width, GRID + 1).astype(int)
-    return np.array([
-        [pixels[rows[i] : rows[i + 1], columns[j] : columns[j + 1]].mean(axis=(0, 1)) for j in range(GRID)]
-        for i in range(GRID)
-    ])  # fmt: skip
+    return np.array(
+        [
+            [pixels[rows[i] : rows[i + 1], columns[j] : columns[j + 1]].mean(axis=(0, 1)) for j in range(GRID)]
+            for i in range(GRID)
+        ]
+    )
 
 
 def largest_change(reference, image) -> float:

@@ -9,8 +9,14 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "EMBEDDED_PATH", "ModelUnavailableError", "PAPER_MODEL", "check_safetensors", "dtype_kwarg", "load_pipeline",
-    "optimize_unet", "resolve_device",
+    "EMBEDDED_PATH",
+    "ModelUnavailableError",
+    "PAPER_MODEL",
+    "check_safetensors",
+    "dtype_kwarg",
+    "load_pipeline",
+    "optimize_unet",
+    "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +85,9 @@ def check_safetensors(folder: Path, model: str, component: str | None = None) ->
     blending loads safetensors only, because pickled weights can run code when loaded.
     """
     if not any(folder.glob("*.safetensors")):
-        found = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth", ".h5", ".msgpack"))
+        found = sorted(
+            p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth", ".h5", ".msgpack")
+        )
         where = f" in {component}/" if component else ""
         raise ValueError(
             f"model: {model!r} has no safetensors weights{where} (found {found or 'none'}). "
@@ -91,7 +99,9 @@ def check_safetensors(folder: Path, model: str, component: str | None = None) ->
 def _check_pipeline_folder(folder: Path, model: str) -> None:
     for component in _WEIGHTED_COMPONENTS:
         if not (folder / component).is_dir():
-            raise ValueError(f"model: {model!r} has no {component}/ folder; expected a diffusers Stable Diffusion layout")
+            raise ValueError(
+                f"model: {model!r} has no {component}/ folder; expected a diffusers Stable Diffusion layout"
+            )
         check_safetensors(folder / component, model, component)
 
 
@@ -209,7 +219,9 @@ def load_pipeline(
     device, dtype = resolve_device(device, dtype)
     scheduler_class = getattr(diffusers, scheduler, None) if isinstance(scheduler, str) else None
     if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
-        raise ValueError(f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}")
+        raise ValueError(
+            f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}"
+        )
 
     model_id = str(model)
     if model_id == "embedded":

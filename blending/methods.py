@@ -15,9 +15,9 @@ Text-to-Image Diffusion Models" (arXiv:2506.23630).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
 
 __all__ = [
     "METHODS",
@@ -102,9 +102,7 @@ def switch(
     """
     if switch_step is None:
         switch_step = default_switch_step(ratio, num_inference_steps)
-    return Schedule(
-        step_weights=tuple(0.0 if i < switch_step else 1.0 for i in range(num_inference_steps))
-    )
+    return Schedule(step_weights=tuple(0.0 if i < switch_step else 1.0 for i in range(num_inference_steps)))
 
 
 def alternate(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import numbers
 import platform
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
@@ -15,7 +16,16 @@ from tqdm.auto import tqdm
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
 from .methods import METHODS, CrossAttentionLayout, Schedule, default_switch_step, plain
 
-__all__ = ["BlendResult", "BlendSettings", "OUTPUT_TYPES", "blend", "blend_seeds", "check_inputs", "check_pipeline", "library_versions"]
+__all__ = [
+    "BlendResult",
+    "BlendSettings",
+    "OUTPUT_TYPES",
+    "blend",
+    "blend_seeds",
+    "check_inputs",
+    "check_pipeline",
+    "library_versions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +152,23 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
     if s.switch_step is not None:
         if "switch" not in s.methods:
             raise ValueError("switch_step is only used by the 'switch' method, which methods does not include")
-        if isinstance(s.switch_step, bool) or not isinstance(s.switch_step, numbers.Integral) or not 0 <= s.switch_step <= steps:
-            raise ValueError(f"switch_step must be an integer in [0, num_inference_steps={steps}], got {s.switch_step!r}")
+        if (
+            isinstance(s.switch_step, bool)
+            or not isinstance(s.switch_step, numbers.Integral)
+            or not 0 <= s.switch_step <= steps
+        ):
+            raise ValueError(
+                f"switch_step must be an integer in [0, num_inference_steps={steps}], got {s.switch_step!r}"
+            )
     for name, size in (("height", s.height), ("width", s.width)):
         if size is None:
             continue
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0 or size % pipe.vae_scale_factor:
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, numbers.Integral)
+            or size <= 0
+            or size % pipe.vae_scale_factor
+        ):
             raise ValueError(f"{name} must be a positive multiple of {pipe.vae_scale_factor}, got {size!r}")
     if s.output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {s.output_type!r}")
@@ -252,9 +273,19 @@ def blend(
     """
     # 1. Check inputs, before any work
     settings = BlendSettings(
-        prompt_1, prompt_2, methods, ratio, num_inference_steps, guidance_scale, height, width,
-        negative_prompt, switch_step, output_type, max_batch_size,
-    )  # fmt: skip
+        prompt_1,
+        prompt_2,
+        methods,
+        ratio,
+        num_inference_steps,
+        guidance_scale,
+        height,
+        width,
+        negative_prompt,
+        switch_step,
+        output_type,
+        max_batch_size,
+    )
     check_inputs(pipe, settings, seed, generator, latents, callback_on_step_end)
     settings = replace(settings, methods=tuple(methods))
     noise_source = "latents" if latents is not None else "generator" if generator is not None else "seed"
@@ -294,9 +325,19 @@ def blend_seeds(
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
     settings = BlendSettings(
-        prompt_1, prompt_2, methods, ratio, num_inference_steps, guidance_scale, height, width,
-        negative_prompt, switch_step, output_type, max_batch_size,
-    )  # fmt: skip
+        prompt_1,
+        prompt_2,
+        methods,
+        ratio,
+        num_inference_steps,
+        guidance_scale,
+        height,
+        width,
+        negative_prompt,
+        switch_step,
+        output_type,
+        max_batch_size,
+    )
     for seed in seeds:
         _check_seed(seed)
     check_inputs(pipe, settings, None, None, None)
@@ -325,7 +366,9 @@ class _TextConditioning:
     layout: CrossAttentionLayout
 
 
-def _blend(pipe, settings: BlendSettings, noises: list[_Noise], progress: bool, callback_on_step_end) -> list[BlendResult]:
+def _blend(
+    pipe, settings: BlendSettings, noises: list[_Noise], progress: bool, callback_on_step_end
+) -> list[BlendResult]:
     """Denoise one comparison (two plain images and the blends) per noise, in batches."""
     # 2. Define call parameters and the schedule of every image: which prompt it sees when
     s = settings
@@ -354,9 +397,11 @@ def _blend(pipe, settings: BlendSettings, noises: list[_Noise], progress: bool, 
 
     # 5. Prepare each comparison's initial noise once; every image of the comparison starts from it
     initial_noise = [
-        pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, prompt_embeds.dtype, device, n.generator, n.latents)
+        pipe.prepare_latents(
+            1, pipe.unet.config.in_channels, height, width, prompt_embeds.dtype, device, n.generator, n.latents
+        )
         for n in noises
-    ]  # fmt: skip
+    ]
     rows = [(k, schedule) for k in range(len(noises)) for schedule in schedules]  # comparison by comparison
 
     # 6. Denoise and decode in batches of at most max_batch_size images
@@ -418,7 +463,9 @@ def _copy_generator(generator: torch.Generator) -> torch.Generator:
     return copy
 
 
-def _denoise(pipe, schedules, latents, generators, text: _TextConditioning, settings: BlendSettings, bar, callback_on_step_end):
+def _denoise(
+    pipe, schedules, latents, generators, text: _TextConditioning, settings: BlendSettings, bar, callback_on_step_end
+):
     """Denoise one batch of images, each following its schedule, from ``latents``; return the final latents.
 
     ``generators`` holds one generator per image, each in the state of its comparison's after the
@@ -446,7 +493,9 @@ def _denoise(pipe, schedules, latents, generators, text: _TextConditioning, sett
 
             latent_model_input = torch.cat([latents] * 2) if guided else latents
             latent_model_input = pipe.scheduler.scale_model_input(latent_model_input, t)
-            noise_pred = pipe.unet(latent_model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+            noise_pred = pipe.unet(
+                latent_model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False
+            )[0]
             if guided:
                 noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
                 noise_pred = noise_pred_uncond + settings.guidance_scale * (noise_pred_text - noise_pred_uncond)
@@ -464,4 +513,6 @@ def _decode(pipe, latents: torch.Tensor, output_type: str) -> list:
     if output_type == "latent":
         return list(latents)
     decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return list(pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * len(latents)))
+    return list(
+        pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * len(latents))
+    )

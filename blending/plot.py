@@ -7,7 +7,7 @@ global figure manager) and writes it as a PNG when ``save`` is given.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure

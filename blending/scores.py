@@ -18,9 +18,9 @@ For a comparison drawn by Stable Diffusion, score with the default scorer::
 
 ``openai/clip-vit-large-patch14`` is the CLIP whose text tower is Stable Diffusion v1.x's text
 encoder (and the model torchmetrics' CLIP score uses by default); its processor resizes and
-crops SD's 512x512 pictures to its 224x224 input. It is loaded from the local Hugging Face cache, or downloaded once (safetensors and
-configuration files only, about 1.7 GB); offline and not cached, :class:`~blending.ModelUnavailableError`
-says how to fetch it. ``load_scorer("openai/clip-vit-base-patch32")`` or a local folder work
+crops SD's 512x512 pictures to its 224x224 input. It is loaded from the local Hugging Face
+cache, or downloaded once (safetensors and configuration files only, about 1.7 GB); offline and
+not cached, :class:`~blending.ModelUnavailableError` says how to fetch it. ``load_scorer("openai/clip-vit-base-patch32")`` or a local folder work
 the same way. The embedded CLIP knows only the toy world's words and 64x64 pictures: use it for
 the embedded model's blends, not for Stable Diffusion's.
 
@@ -47,16 +47,23 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
-    "CLIP_SCORE_SCALE", "DEFAULT_CLIP", "EMBEDDED_CLIP", "BlendScores", "ClipScorer", "clip_scores", "load_scorer",
-]  # fmt: skip
+    "CLIP_SCORE_SCALE",
+    "DEFAULT_CLIP",
+    "EMBEDDED_CLIP",
+    "BlendScores",
+    "ClipScorer",
+    "clip_scores",
+    "load_scorer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +110,9 @@ class ClipScorer:
         tokenizer = self.processor.tokenizer
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
-            tokens = tokenizer(chunk, padding=True, truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt")
+            tokens = tokenizer(
+                chunk, padding=True, truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+            )
             pooled = self.model.text_model(
                 input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
             ).pooler_output
@@ -119,7 +128,9 @@ class ClipScorer:
         pictures = [_as_pil(image) for image in _as_sequence(images)]
         embeddings = []
         for start in range(0, len(pictures), self.batch_size):
-            pixels = self.processor.image_processor(images=pictures[start : start + self.batch_size], return_tensors="pt")
+            pixels = self.processor.image_processor(
+                images=pictures[start : start + self.batch_size], return_tensors="pt"
+            )
             pooled = self.model.vision_model(
                 pixel_values=pixels["pixel_values"].to(self.device, self.model.dtype)
             ).pooler_output
@@ -282,7 +293,9 @@ def _as_pil(image):
         image = image.float().numpy() if image.is_floating_point() else image.numpy()
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[-1] not in (1, 3):
-        raise ValueError(f"images must be PIL images, HxWx3 arrays or 3xHxW tensors, got an array of shape {array.shape}")
+        raise ValueError(
+            f"images must be PIL images, HxWx3 arrays or 3xHxW tensors, got an array of shape {array.shape}"
+        )
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"image arrays must be uint8, or float in [0, 1]; got {array.dtype}")

@@ -58,12 +58,20 @@ def pictures_digest(notebook: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def record_drawn(path: Path, chapter: str, *, model: str, device: str, dtype: str, versions: dict,
-                 pictures: str, seconds: float) -> bool:  # fmt: skip
+def record_drawn(
+    path: Path, chapter: str, *, model: str, device: str, dtype: str, versions: dict, pictures: str, seconds: float
+) -> bool:
     """Record that ``chapter`` was drawn; return whether the record changed."""
     status = read(path)
-    entry = {"model": model, "device": device, "dtype": dtype, "versions": versions, "pictures": pictures,
-             "seconds": round(seconds), "date": _today()}  # fmt: skip
+    entry = {
+        "model": model,
+        "device": device,
+        "dtype": dtype,
+        "versions": versions,
+        "pictures": pictures,
+        "seconds": round(seconds),
+        "date": _today(),
+    }
     if _same(status.get(chapter, {}).get("drawn"), entry):
         return False
     status[chapter] = {"drawn": entry}  # a check of the pictures before these no longer holds
@@ -74,8 +82,14 @@ def record_drawn(path: Path, chapter: str, *, model: str, device: str, dtype: st
 def record_check(path: Path, chapter: str, *, figures: int, differ: list[str], device: str, versions: dict) -> bool:
     """Record the result of ``--check`` for ``chapter``; return whether the record changed."""
     status = read(path)
-    entry = {"matched": not differ, "figures": figures, "differ": differ, "device": device, "versions": versions,
-             "date": _today()}  # fmt: skip
+    entry = {
+        "matched": not differ,
+        "figures": figures,
+        "differ": differ,
+        "device": device,
+        "versions": versions,
+        "date": _today(),
+    }
     if chapter not in status or _same(status[chapter].get("check"), entry):
         return False
     status[chapter]["check"] = entry
@@ -93,8 +107,17 @@ def rows(status: dict, chapters: list[str]) -> list[dict[str, str]]:
     for chapter in chapters:
         drawn, check = status.get(chapter, {}).get("drawn"), status.get(chapter, {}).get("check")
         if drawn is None:
-            table.append({"chapter": chapter, "model": "not recorded", "device": "", "libraries": "", "seconds": "",
-                          "drawn": "", "check": ""})  # fmt: skip
+            table.append(
+                {
+                    "chapter": chapter,
+                    "model": "not recorded",
+                    "device": "",
+                    "libraries": "",
+                    "seconds": "",
+                    "drawn": "",
+                    "check": "",
+                }
+            )
             continue
         if check is None:
             verdict = "not checked since drawn"
@@ -107,13 +130,15 @@ def rows(status: dict, chapters: list[str]) -> list[dict[str, str]]:
                 verdict = f"match: {'all ' if check['figures'] != 1 else ''}{figures} ({where})"
             else:
                 verdict = f"DIFFERS: {len(check['differ'])} of {figures} ({', '.join(check['differ'])}; {where})"
-        table.append({
-            "chapter": chapter,
-            "model": drawn["model"],
-            "device": f"{drawn['device']}, {drawn['dtype']}",
-            "libraries": _versions(drawn["versions"]),
-            "seconds": str(drawn["seconds"]),
-            "drawn": drawn["date"],
-            "check": verdict,
-        })  # fmt: skip
+        table.append(
+            {
+                "chapter": chapter,
+                "model": drawn["model"],
+                "device": f"{drawn['device']}, {drawn['dtype']}",
+                "libraries": _versions(drawn["versions"]),
+                "seconds": str(drawn["seconds"]),
+                "drawn": drawn["date"],
+                "check": verdict,
+            }
+        )
     return table

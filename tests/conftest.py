@@ -75,10 +75,12 @@ def drawn(tmp_path):
 
     from blending.figures import regenerate
 
-    notebook = new_notebook(cells=[
-        new_code_cell('model = "embedded"\nseed = 1', metadata={"tags": ["parameters"]}),
-        new_code_cell(DRAW, metadata={"mystnb": {"figure": {"name": "fig-blocks"}}}),
-    ])  # fmt: skip
+    notebook = new_notebook(
+        cells=[
+            new_code_cell('model = "embedded"\nseed = 1', metadata={"tags": ["parameters"]}),
+            new_code_cell(DRAW, metadata={"mystnb": {"figure": {"name": "fig-blocks"}}}),
+        ]
+    )
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "blocks.ipynb")
     regenerate(notebooks=tmp_path)

@@ -18,9 +18,16 @@ def record(pair, method, seed, sources, text_1, text_2, *, ratio=0.5, prompts=No
     prompt_1, prompt_2 = prompts or PAIRS[pair]
     scores = BlendScores(text_1, text_2, 0.0, 0.0).as_dict()
     return {
-        "pair": pair, "swapped": False, "prompt_1": prompt_1, "prompt_2": prompt_2, "method": method, "ratio": ratio,
-        "seed": seed, **{f"{a}_source": s for a, s in zip(("shape", "colour", "size"), sources)}, **scores,
-    }  # fmt: skip
+        "pair": pair,
+        "swapped": False,
+        "prompt_1": prompt_1,
+        "prompt_2": prompt_2,
+        "method": method,
+        "ratio": ratio,
+        "seed": seed,
+        **{f"{a}_source": s for a, s in zip(("shape", "colour", "size"), sources)},
+        **scores,
+    }
 
 
 def test_spearman_equals_scipy_with_and_without_ties():
@@ -47,7 +54,12 @@ def test_reader_scores_count_only_the_attributes_the_prompts_name_differently():
 
 
 def test_scores_that_follow_the_truth_agree_fully_and_reversed_ones_disagree():
-    outcomes = [("prompt_1",) * 3, ("prompt_1", "prompt_1", "prompt_2"), ("prompt_1", "prompt_2", "prompt_2"), ("prompt_2",) * 3]
+    outcomes = [
+        ("prompt_1",) * 3,
+        ("prompt_1", "prompt_1", "prompt_2"),
+        ("prompt_1", "prompt_2", "prompt_2"),
+        ("prompt_2",) * 3,
+    ]
     follows, reversed_ = [], []
     for pair in (0, 1):
         for seed, sources in enumerate(outcomes):
@@ -79,10 +91,19 @@ def test_best_methods_compares_clip_best_with_the_truth_best_and_flags_ties():
     for seed in range(3):
         # pair 0: ALTERNATE covers both, and CLIP sees it; pair 1: ALTERNATE covers both, CLIP prefers UNET
         for method in METHODS:
-            records.append(record(0, method, seed, both if method == "alternate" else one, 25, 25 if method == "alternate" else 5))
-            records.append(record(1, method, seed, both if method == "alternate" else one, 25, 25 if method == "unet" else 5))
+            records.append(
+                record(0, method, seed, both if method == "alternate" else one, 25, 25 if method == "alternate" else 5)
+            )
+            records.append(
+                record(1, method, seed, both if method == "alternate" else one, 25, 25 if method == "unet" else 5)
+            )
     rows = {row.pair: row for row in best_methods(records, "coverage")}
-    assert (rows[0].clip_best, rows[0].truth_best, rows[0].agree, rows[0].informative) == ("alternate", ("alternate",), True, True)
+    assert (rows[0].clip_best, rows[0].truth_best, rows[0].agree, rows[0].informative) == (
+        "alternate",
+        ("alternate",),
+        True,
+        True,
+    )
     assert (rows[1].clip_best, rows[1].agree) == ("unet", False)
     # every method covers equally: no method is best, any pick is right
     ties = [record(0, m, 0, one, 25, 5) for m in METHODS]

@@ -13,7 +13,9 @@ SEEDS = [3, 21]
 
 
 def seeds_of(pipe, **kwargs):
-    return blend_seeds(pipe, "lion", "cat", ALL, seeds=SEEDS, num_inference_steps=STEPS, output_type="np", progress=False, **kwargs)
+    return blend_seeds(
+        pipe, "lion", "cat", ALL, seeds=SEEDS, num_inference_steps=STEPS, output_type="np", progress=False, **kwargs
+    )
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 5, 12])
@@ -43,9 +45,21 @@ def test_without_max_batch_size_everything_is_one_batch(sd1_pipe):
 def test_blend_takes_max_batch_size_too(sd1_pipe):
     whole = blend(sd1_pipe, "lion", "cat", seed=4, num_inference_steps=STEPS, output_type="np", progress=False)
     batched = []
-    rows = batch_sizes(sd1_pipe.unet, lambda: batched.append(
-        blend(sd1_pipe, "lion", "cat", seed=4, num_inference_steps=STEPS, output_type="np", progress=False, max_batch_size=4)
-    ))  # fmt: skip
+    rows = batch_sizes(
+        sd1_pipe.unet,
+        lambda: batched.append(
+            blend(
+                sd1_pipe,
+                "lion",
+                "cat",
+                seed=4,
+                num_inference_steps=STEPS,
+                output_type="np",
+                progress=False,
+                max_batch_size=4,
+            )
+        ),
+    )
     batched = batched[0]
     assert rows == [8] * STEPS + [4] * STEPS
     for method in ALL:
@@ -56,6 +70,14 @@ def test_a_callback_needs_the_whole_comparison_in_one_batch(sd1_pipe):
     with pytest.raises(ValueError, match=r"max_batch_size must be at least 6 .* callback_on_step_end"):
         blend(sd1_pipe, "lion", "cat", max_batch_size=5, callback_on_step_end=lambda *args: {})
     seen = []
-    blend(sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, max_batch_size=3, progress=False,
-          callback_on_step_end=lambda pipe, i, t, tensors: seen.append(tensors["latents"].shape[0]))  # fmt: skip
+    blend(
+        sd1_pipe,
+        "lion",
+        "cat",
+        ("switch",),
+        num_inference_steps=STEPS,
+        max_batch_size=3,
+        progress=False,
+        callback_on_step_end=lambda pipe, i, t, tensors: seen.append(tensors["latents"].shape[0]),
+    )
     assert seen == [3] * STEPS

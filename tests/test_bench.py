@@ -19,14 +19,18 @@ def test_the_authors_strategy_costs_576_rows_at_25_steps():
 
 
 def test_stock_one_call_per_image_costs_what_the_authors_strategy_saves_least(sd1_pipe):
-    rows = count_unet_rows(sd1_pipe.unet, lambda: stock_one_at_a_time(sd1_pipe, "lion", "cat", num_inference_steps=STEPS))
+    rows = count_unet_rows(
+        sd1_pipe.unet, lambda: stock_one_at_a_time(sd1_pipe, "lion", "cat", num_inference_steps=STEPS)
+    )
     assert rows == 6 * STEPS * 2  # same work as one batch, in six calls
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
 def test_stock_diffusers_one_image_at_a_time_gives_the_batched_images(pipe, ratio):
     """Every method, rebuilt with stock pipeline calls (callbacks, processors), equals blend's batch."""
-    batched = blend(pipe, "lion", "cat", ratio=ratio, seed=7, num_inference_steps=STEPS, output_type="np", progress=False)
+    batched = blend(
+        pipe, "lion", "cat", ratio=ratio, seed=7, num_inference_steps=STEPS, output_type="np", progress=False
+    )
     stock = stock_one_at_a_time(pipe, "lion", "cat", ratio=ratio, seed=7, num_inference_steps=STEPS, output_type="np")
     for name in ("prompt_1", "prompt_2", *METHODS):
         mine = getattr(batched, name) if name.startswith("prompt") else batched.blends[name]

@@ -80,7 +80,9 @@ def test_same_seed_same_images_and_another_seed_other_images(sd1_pipe):
 
 
 def test_default_seed_is_0_and_a_generator_or_latents_give_the_same_noise(sd1_pipe):
-    by_default = blend(sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, output_type="np", progress=False)
+    by_default = blend(
+        sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, output_type="np", progress=False
+    )
     by_seed = run(sd1_pipe, methods=("switch",), seed=0)
     by_generator = run(sd1_pipe, methods=("switch",), seed=None, generator=torch.Generator().manual_seed(0))
     noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
@@ -195,8 +197,9 @@ def test_cross_attention_layout_is_in_forward_order(pipe):
 
 
 def test_blend_seeds_gives_what_blend_gives_for_each_seed(pipe):
-    together = blend_seeds(pipe, "lion", "cat", ALL, 0.5, seeds=[3, 21], num_inference_steps=STEPS,
-                           output_type="np", progress=False)  # fmt: skip
+    together = blend_seeds(
+        pipe, "lion", "cat", ALL, 0.5, seeds=[3, 21], num_inference_steps=STEPS, output_type="np", progress=False
+    )
     for seed, result in zip([3, 21], together):
         alone = run(pipe, seed=seed)
         assert result.settings["seed"] == seed

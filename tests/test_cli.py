@@ -9,8 +9,25 @@ from blending.cli import main
 
 
 def test_blend_writes_the_images_the_triptych_and_the_settings(tmp_path):
-    code = main(["blend", "lion", "cat", "--methods", "switch", "--seed", "21", "--steps", "3", "--max-batch-size", "2",
-                 "--scheduler", "EulerAncestralDiscreteScheduler", "--out", str(tmp_path)])  # fmt: skip
+    code = main(
+        [
+            "blend",
+            "lion",
+            "cat",
+            "--methods",
+            "switch",
+            "--seed",
+            "21",
+            "--steps",
+            "3",
+            "--max-batch-size",
+            "2",
+            "--scheduler",
+            "EulerAncestralDiscreteScheduler",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     for name in ("prompt_1", "prompt_2", "switch", "triptych_switch"):
         assert Image.open(tmp_path / f"{name}.png").size[0] > 0

@@ -64,7 +64,10 @@ def test_chapters_blend_toy_prompts_with_the_embedded_model_and_say_so(sd1_pipe)
     assert "a pair of its toy world, in place of the paper's <code>lion</code>" in banner
     banner = companion.provenance(sd1_pipe, prompts=("lion", "cat")).data
     assert "the paper's prompts, which it does not know" in banner
-    assert "the paper's own prompts, which the embedded model does not know" in companion.provenance(sd1_pipe, paper_prompts=True).data
+    assert (
+        "the paper's own prompts, which the embedded model does not know"
+        in companion.provenance(sd1_pipe, paper_prompts=True).data
+    )
     sd1_pipe.register_to_config(_name_or_path="CompVis/stable-diffusion-v1-4")
     banner = companion.provenance(sd1_pipe, prompts=("lion", "cat")).data
     assert "It blends <code>lion</code> and <code>cat</code> (the parameters cell sets them)." in banner
@@ -143,12 +146,18 @@ def test_generate_shows_out_of_memory_in_the_output_area(sd1_pipe, monkeypatch):
 
 @pytest.fixture
 def tiny_notebook(tmp_path):
-    notebook = new_notebook(cells=[
-        new_code_cell('model = "embedded"\ndevice = None\noutput_dir = "figures/probe"', metadata={"tags": ["parameters"]}),
-        new_code_cell("import pathlib\npathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
-                      "pathlib.Path(output_dir, 'model.txt').write_text(str(model))"),
-        new_code_cell("import ipywidgets\nipywidgets.IntSlider()"),
-    ])  # fmt: skip
+    notebook = new_notebook(
+        cells=[
+            new_code_cell(
+                'model = "embedded"\ndevice = None\noutput_dir = "figures/probe"', metadata={"tags": ["parameters"]}
+            ),
+            new_code_cell(
+                "import pathlib\npathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
+                "pathlib.Path(output_dir, 'model.txt').write_text(str(model))"
+            ),
+            new_code_cell("import ipywidgets\nipywidgets.IntSlider()"),
+        ]
+    )
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "probe.ipynb")
     return tmp_path
@@ -182,7 +191,9 @@ def test_a_failed_run_leaves_the_committed_notebook_untouched(tiny_notebook):
     manifest = json.loads((tiny_notebook / "figures" / "manifest.json").read_text())
     assert list(manifest["notebooks"]) == ["probe"] and manifest["failed"] == {"broken": str(failed_run)}
     # once it runs, the failed run goes, and it is never taken for a notebook of its own
-    nbformat.write(new_notebook(cells=[new_code_cell("1 + 1")], metadata=broken.metadata), tiny_notebook / "broken.ipynb")
+    nbformat.write(
+        new_notebook(cells=[new_code_cell("1 + 1")], metadata=broken.metadata), tiny_notebook / "broken.ipynb"
+    )
     assert list(regenerate(notebooks=tiny_notebook)["notebooks"]) == ["broken", "probe"]
     assert not failed_run.exists()
 

@@ -4,6 +4,7 @@ from blending.figures import main, regenerate
 
 from .conftest import set_notebook_seed
 
+
 def test_check_matches_a_faithful_rerun_and_touches_nothing(drawn, capsys):
     committed = (drawn / "blocks.ipynb").read_bytes()
     assert main(["--check", "--notebooks", str(drawn)]) == 0

@@ -22,8 +22,9 @@ def embedded():
 
 
 def draw(pipe, methods=tuple(blending.METHODS), seeds=SEEDS, **kwargs):
-    results = blending.blend_seeds(pipe, *PROMPTS, methods, seeds=seeds, num_inference_steps=15, output_type="np",
-                                   progress=False, **kwargs)  # fmt: skip
+    results = blending.blend_seeds(
+        pipe, *PROMPTS, methods, seeds=seeds, num_inference_steps=15, output_type="np", progress=False, **kwargs
+    )
     return {
         (r.settings["seed"], name): image
         for r in results
@@ -48,7 +49,9 @@ def test_another_thread_count_or_batch_order_stays_within_the_tolerance(embedded
     finally:
         torch.set_num_threads(threads)
     reordered = draw(embedded, ("alternate", "unet", "switch", "textual"), seeds=SEEDS[::-1], max_batch_size=5)
-    noise = max(largest_change(cell_means(pictures[k]), other[k]) for other in (other_threads, reordered) for k in pictures)
+    noise = max(
+        largest_change(cell_means(pictures[k]), other[k]) for other in (other_threads, reordered) for k in pictures
+    )
     # measured 0.0028 at most (25 steps, 4 seeds, 1 or 2 threads, another order and batch size)
     assert noise < TOLERANCE / 4
 
@@ -60,8 +63,18 @@ def test_a_new_seed_ratio_or_method_goes_far_over_the_tolerance(embedded, pictur
     # measured (25 steps, 4 seeds): seed 0.37, ratio 0.10, method 0.65 at the least
     assert smallest_change([(pictures[k], other_seeds[(k[0] + 10, k[1])]) for k in pictures]) > 5 * TOLERANCE
     assert smallest_change([(pictures[k], at_quarter[k]) for k in blends]) > 2 * TOLERANCE
-    assert smallest_change([(pictures[(s, a)], pictures[(s, b)]) for s in SEEDS for a in blending.METHODS
-                            for b in blending.METHODS if a < b]) > 5 * TOLERANCE  # fmt: skip
+    assert (
+        smallest_change(
+            [
+                (pictures[(s, a)], pictures[(s, b)])
+                for s in SEEDS
+                for a in blending.METHODS
+                for b in blending.METHODS
+                if a < b
+            ]
+        )
+        > 5 * TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("change", ["flip", "shift 2 px", "shift 4 px"])
@@ -82,7 +95,11 @@ def test_check_records_then_names_every_picture_that_differs(pictures, tmp_path,
     monkeypatch.setenv(RECORD, "1")
     recorded_line = check(named, path)
     monkeypatch.delenv(RECORD)
-    assert check(named, path) == recorded_line == f"12 pictures match their recorded fingerprints (largest cell change <= {TOLERANCE})"
+    assert (
+        check(named, path)
+        == recorded_line
+        == f"12 pictures match their recorded fingerprints (largest cell change <= {TOLERANCE})"
+    )
     changed = dict(named)
     changed["grid/seed 0/switch"] = named["grid/seed 1/switch"]
     changed["grid/seed 1/unet"] = np.roll(named["grid/seed 1/unet"], 4, axis=0)
@@ -90,5 +107,10 @@ def test_check_records_then_names_every_picture_that_differs(pictures, tmp_path,
     changed["grid/seed 2/textual"] = named["grid/seed 0/textual"]
     line = check(changed, path)
     assert line.startswith("4 of 12 pictures differ from their recorded fingerprints")
-    for name in ("grid/seed 0/switch (0.", "grid/seed 1/unet (0.", "grid/seed 2/textual (new)", "grid/seed 0/textual (missing)"):
+    for name in (
+        "grid/seed 0/switch (0.",
+        "grid/seed 1/unet (0.",
+        "grid/seed 2/textual (new)",
+        "grid/seed 0/textual (missing)",
+    ):
         assert name in line

@@ -69,14 +69,25 @@ def test_low_precision_blends_in_that_precision(dtype):
     at_0 = run(pipe, ratio=0.0)
     for method in ALL:
         assert close(at_0.blends[method], at_0.prompt_1, 0.02), method
-    latents = blend(pipe, "lion", "cat", ("unet",), seed=21, num_inference_steps=STEPS, output_type="latent", progress=False)
+    latents = blend(
+        pipe, "lion", "cat", ("unet",), seed=21, num_inference_steps=STEPS, output_type="latent", progress=False
+    )
     assert latents.prompt_1.dtype == dtype
 
 
 def test_load_pipeline_honours_the_dtype_it_is_given():
     pipe = quiet(load_pipeline("embedded", device="cpu", dtype=torch.bfloat16))
     assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.bfloat16}
-    result = blend(pipe, "a red circle", "a blue star", ("switch",), seed=1, num_inference_steps=STEPS, output_type="np", progress=False)
+    result = blend(
+        pipe,
+        "a red circle",
+        "a blue star",
+        ("switch",),
+        seed=1,
+        num_inference_steps=STEPS,
+        output_type="np",
+        progress=False,
+    )
     assert result.settings["dtype"] == "bfloat16"
     assert np.isfinite(result.blends["switch"]).all()
 
@@ -85,7 +96,10 @@ def test_a_v_prediction_model_blends_with_its_own_parameterisation(sd2_pipe):
     """SD 2.x (768 px) predicts v, not the noise; the scheduler's prediction_type says so."""
     from diffusers import UniPCMultistepScheduler
 
-    components = {**sd2_pipe.components, "scheduler": UniPCMultistepScheduler.from_config(sd2_pipe.scheduler.config, prediction_type="v_prediction")}
+    components = {
+        **sd2_pipe.components,
+        "scheduler": UniPCMultistepScheduler.from_config(sd2_pipe.scheduler.config, prediction_type="v_prediction"),
+    }
     pipe = quiet(StableDiffusionPipeline(**components, requires_safety_checker=False))
     result = run(pipe)
     assert close(result.prompt_1, stock(pipe, "lion")) and close(result.prompt_2, stock(pipe, "cat"))
@@ -107,21 +121,35 @@ def test_a_compiled_unet_runs_and_gives_the_same_images():
 
 def _unsupported_pipelines(sd1_pipe):
     components = dict(sd1_pipe.components)
-    img2img = StableDiffusionImg2ImgPipeline(**{k: components[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
-                                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
-    unet_config = {k: v for k, v in sd1_pipe.unet.config.items() if not k.startswith("_")}  # "_use_default_values" would drop our keys
-    inpainting = StableDiffusionPipeline(
-        **{**components, "unet": UNet2DConditionModel.from_config({**unet_config, "in_channels": 9})}, requires_safety_checker=False
+    img2img = StableDiffusionImg2ImgPipeline(
+        **{k: components[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
-    sdxl_unet = UNet2DConditionModel.from_config({
-        **unet_config, "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
-        "projection_class_embeddings_input_dim": 32 + 6 * 8,
-    })  # fmt: skip
+    unet_config = {
+        k: v for k, v in sd1_pipe.unet.config.items() if not k.startswith("_")
+    }  # "_use_default_values" would drop our keys
+    inpainting = StableDiffusionPipeline(
+        **{**components, "unet": UNet2DConditionModel.from_config({**unet_config, "in_channels": 9})},
+        requires_safety_checker=False,
+    )
+    sdxl_unet = UNet2DConditionModel.from_config(
+        {
+            **unet_config,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 32 + 6 * 8,
+        }
+    )
     sdxl_shaped = StableDiffusionPipeline(**{**components, "unet": sdxl_unet}, requires_safety_checker=False)
     return {
         "img2img": (img2img, "pipe must be a StableDiffusionPipeline .* got StableDiffusionImg2ImgPipeline"),
         "inpainting U-Net": (inpainting, "pipe: its U-Net takes 9 input channels, not the VAE's 4"),
-        "SDXL-style U-Net": (sdxl_shaped, "pipe: its U-Net expects conditioning besides the text \\(addition_embed_type='text_time'"),
+        "SDXL-style U-Net": (
+            sdxl_shaped,
+            "pipe: its U-Net expects conditioning besides the text \\(addition_embed_type='text_time'",
+        ),
         "a VAE": (AutoencoderKL(), "pipe must be a StableDiffusionPipeline .* got AutoencoderKL"),
     }
 
@@ -129,8 +157,12 @@ def _unsupported_pipelines(sd1_pipe):
 def test_unsupported_pipelines_are_refused_naming_pipe_before_any_work(sd1_pipe):
     for name, (pipe, message) in _unsupported_pipelines(sd1_pipe).items():
         calls = []
-        modules = [m for m in (getattr(pipe, "unet", None), getattr(pipe, "text_encoder", None), getattr(pipe, "vae", None)) if m is not None]
-        hooks = [m.register_forward_hook(lambda *args: calls.append(1)) for m in modules]
+        modules = [
+            m
+            for m in (getattr(pipe, "unet", None), getattr(pipe, "text_encoder", None), getattr(pipe, "vae", None))
+            if m is not None
+        ]
+        hooks = [m.register_forward_hook(lambda *args, calls=calls: calls.append(1)) for m in modules]
         try:
             with pytest.raises(ValueError, match=message):
                 blend(pipe, "lion", "cat", num_inference_steps=STEPS, progress=False)

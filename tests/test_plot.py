@@ -12,10 +12,19 @@ from .conftest import STEPS
 @pytest.fixture(scope="module", params=["pil", "np", "pt"])
 def results(request, sd1_pipe):
     return [
-        blend(sd1_pipe, "lion", "cat", ("switch", "unet"), ratio, seed=seed, num_inference_steps=STEPS,
-              output_type=request.param, progress=False)
+        blend(
+            sd1_pipe,
+            "lion",
+            "cat",
+            ("switch", "unet"),
+            ratio,
+            seed=seed,
+            num_inference_steps=STEPS,
+            output_type=request.param,
+            progress=False,
+        )
         for seed, ratio in ((1, 0.25), (2, 0.75))
-    ]  # fmt: skip
+    ]
 
 
 def titles(figure):
@@ -30,8 +39,17 @@ def test_triptych_is_prompt_1_blend_prompt_2(results, tmp_path):
 
 
 def test_a_switch_title_names_the_step_that_decided_the_blend(sd1_pipe):
-    result = blend(sd1_pipe, "lion", "cat", ("switch", "textual"), 0.25, switch_step=1, num_inference_steps=STEPS,
-                   output_type="np", progress=False)  # fmt: skip
+    result = blend(
+        sd1_pipe,
+        "lion",
+        "cat",
+        ("switch", "textual"),
+        0.25,
+        switch_step=1,
+        num_inference_steps=STEPS,
+        output_type="np",
+        progress=False,
+    )
     assert titles(triptych(result, "switch"))[1] == "SWITCH, switch at step 1/4"
     assert titles(triptych(result, "textual"))[1] == "TEXTUAL (ratio 0.25)"
 

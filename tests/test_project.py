@@ -49,3 +49,10 @@ def test_the_workflows_pass_actionlint():
     assert workflows
     run = subprocess.run([actionlint, "-no-color", *workflows], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_no_formatter_markers_left_in_the_code():
+    """ruff formats everything (make lint); a formatter marker would only keep a line out of it."""
+    marker = "# fmt" + ": "  # spelled in two, so that this file does not match itself
+    files = [p for folder in ("blending", "tests") for p in (ROOT / folder).rglob("*.py")]
+    assert [str(p.relative_to(ROOT)) for p in files if marker in p.read_text()] == []

@@ -81,8 +81,9 @@ def test_ratio_0_and_1_give_exactly_the_plain_images(zoo_pipe):
 
 
 def test_blend_seeds_gives_per_seed_what_blend_gives(zoo_pipe):
-    together = blend_seeds(zoo_pipe, "lion", "cat", ALL, seeds=[3, 21], num_inference_steps=STEPS,
-                           output_type="np", progress=False)  # fmt: skip
+    together = blend_seeds(
+        zoo_pipe, "lion", "cat", ALL, seeds=[3, 21], num_inference_steps=STEPS, output_type="np", progress=False
+    )
     for seed, result in zip([3, 21], together):
         alone = run(zoo_pipe, seed=seed)
         for name in ("prompt_1", "prompt_2"):
@@ -92,10 +93,21 @@ def test_blend_seeds_gives_per_seed_what_blend_gives(zoo_pipe):
 
 
 def test_smaller_batches_give_the_same_images(zoo_pipe):
-    whole = blend_seeds(zoo_pipe, "lion", "cat", ALL, seeds=[3, 21], num_inference_steps=STEPS, output_type="np", progress=False)
+    whole = blend_seeds(
+        zoo_pipe, "lion", "cat", ALL, seeds=[3, 21], num_inference_steps=STEPS, output_type="np", progress=False
+    )
     # 4 does not divide the 6 images of a comparison: batches cut across comparisons
-    batched = blend_seeds(zoo_pipe, "lion", "cat", ALL, seeds=[3, 21], num_inference_steps=STEPS, output_type="np",
-                          progress=False, max_batch_size=4)  # fmt: skip
+    batched = blend_seeds(
+        zoo_pipe,
+        "lion",
+        "cat",
+        ALL,
+        seeds=[3, 21],
+        num_inference_steps=STEPS,
+        output_type="np",
+        progress=False,
+        max_batch_size=4,
+    )
     for a, b in zip(whole, batched):
         assert close(a.prompt_1, b.prompt_1) and close(a.prompt_2, b.prompt_2)
         for method in ALL:
@@ -126,7 +138,9 @@ def test_schedulers_with_two_unet_calls_per_step_are_refused_before_any_work(sd1
     calls = []
     hook = pipe.unet.register_forward_hook(lambda *args: calls.append(1))
     try:
-        with pytest.raises(ValueError, match=rf"pipe: its scheduler {scheduler_class.__name__} evaluates the U-Net 2 times per step"):
+        with pytest.raises(
+            ValueError, match=rf"pipe: its scheduler {scheduler_class.__name__} evaluates the U-Net 2 times per step"
+        ):
             run(pipe)
     finally:
         hook.remove()
@@ -144,7 +158,17 @@ def test_pndm_evaluates_its_first_step_twice_with_that_steps_prompt(sd1_pipe):
 
     hook = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        result = blend(pipe, "lion", "cat", ("switch",), seed=21, num_inference_steps=STEPS, switch_step=1, output_type="np", progress=False)
+        result = blend(
+            pipe,
+            "lion",
+            "cat",
+            ("switch",),
+            seed=21,
+            num_inference_steps=STEPS,
+            switch_step=1,
+            output_type="np",
+            progress=False,
+        )
     finally:
         hook.remove()
     assert blend_sees_prompt_2 == [False, False] + [True] * (STEPS - 1)

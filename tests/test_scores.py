@@ -27,7 +27,9 @@ def pictures():
 
 
 def _result(prompt_1, prompt_2, image_1, image_2, blends, output_type="np"):
-    return BlendResult(image_1, image_2, blends, {"prompt_1": prompt_1, "prompt_2": prompt_2, "output_type": output_type})
+    return BlendResult(
+        image_1, image_2, blends, {"prompt_1": prompt_1, "prompt_2": prompt_2, "output_type": output_type}
+    )
 
 
 def test_the_shipped_clip_loads_with_plain_transformers_and_reads_the_world():
@@ -176,9 +178,21 @@ def test_a_folder_without_safetensors_is_refused(tmp_path):
 def test_training_runs_end_to_end_and_resumes(tmp_path, caplog):
     def arguments(steps):
         return [
-            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "clip"), "--images", "32", "--batch-size", "8",
-            "--steps", str(steps), "--eval-images", "10", "--eval-held-out", "1",
-        ]  # fmt: skip
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(tmp_path / "clip"),
+            "--images",
+            "32",
+            "--batch-size",
+            "8",
+            "--steps",
+            str(steps),
+            "--eval-images",
+            "10",
+            "--eval-held-out",
+            "1",
+        ]
 
     assert main(arguments(steps=2)) == 0
     scorer = load_scorer(tmp_path / "clip", device="cpu")

@@ -55,11 +55,29 @@ def test_a_check_with_another_model_records_nothing(drawn):
 
 
 def test_rows_say_what_is_missing():
-    drawn = {"model": "m", "device": "cpu (x86_64)", "dtype": "float32", "versions": {"torch": "2"},
-             "pictures": "p", "seconds": 3, "date": "2026-01-01"}  # fmt: skip
-    recorded = {"a": {"drawn": drawn}, "b": {"drawn": drawn, "check": {
-        "matched": True, "figures": 4, "differ": [], "device": "cuda (T4)", "versions": {"torch": "3"},
-        "date": "2026-01-02"}}}  # fmt: skip
+    drawn = {
+        "model": "m",
+        "device": "cpu (x86_64)",
+        "dtype": "float32",
+        "versions": {"torch": "2"},
+        "pictures": "p",
+        "seconds": 3,
+        "date": "2026-01-01",
+    }
+    recorded = {
+        "a": {"drawn": drawn},
+        "b": {
+            "drawn": drawn,
+            "check": {
+                "matched": True,
+                "figures": 4,
+                "differ": [],
+                "device": "cuda (T4)",
+                "versions": {"torch": "3"},
+                "date": "2026-01-02",
+            },
+        },
+    }
     rows = {row["chapter"]: row for row in status.rows(recorded, ["a", "b", "c"])}
     assert rows["a"]["check"] == "not checked since drawn"
     assert rows["b"]["check"] == "match: all 4 figures (2026-01-02, cuda (T4); torch 3)"

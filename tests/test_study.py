@@ -6,9 +6,17 @@ import pytest
 import blending
 from blending.toy.readers import load_readers
 from blending.toy.study import (
-    DISTINCT_SOURCES, StudyDesign, attribute_of_prompt, attribute_shares, compare_records, design_of, read_records,
-    run_study, source_of, write_records,
-)  # fmt: skip
+    DISTINCT_SOURCES,
+    StudyDesign,
+    attribute_of_prompt,
+    attribute_shares,
+    compare_records,
+    design_of,
+    read_records,
+    run_study,
+    source_of,
+    write_records,
+)
 
 SHARED_SIZE = ("a large red circle", "a large blue star")  # the prompts name the same size
 
@@ -110,7 +118,12 @@ def test_records_survive_a_round_trip_through_csv(records, tmp_path):
 
 def test_a_rerun_of_some_seeds_compares_with_the_records(embedded, records):
     design = design_of(records, seeds=[1])
-    assert (design.pairs, design.seeds, design.ratios, design.both_orders) == ((SHARED_SIZE,), (1,), (0.0, 0.5, 1.0), True)
+    assert (design.pairs, design.seeds, design.ratios, design.both_orders) == (
+        (SHARED_SIZE,),
+        (1,),
+        (0.0, 0.5, 1.0),
+        True,
+    )
     assert design.num_inference_steps == 8
     progress = Counter()
     rerun = run_study(embedded, design, net=load_readers(), progress=progress)
@@ -132,10 +145,21 @@ def test_a_rerun_of_some_seeds_compares_with_the_records(embedded, records):
 def synthetic(pairs_sources: dict[int, list[str]], prompts=("a large red circle", "a small blue star")) -> list[dict]:
     """Records of one cell (textual, 0.5, in order): each pair's shape sources, one per seed."""
     return [
-        {"pair": pair, "swapped": False, "prompt_1": prompts[0], "prompt_2": prompts[1], "method": "textual",
-         "ratio": 0.5, "seed": seed, "shape_source": source, "colour_source": source, "size_source": source}
-        for pair, sources in pairs_sources.items() for seed, source in enumerate(sources)
-    ]  # fmt: skip
+        {
+            "pair": pair,
+            "swapped": False,
+            "prompt_1": prompts[0],
+            "prompt_2": prompts[1],
+            "method": "textual",
+            "ratio": 0.5,
+            "seed": seed,
+            "shape_source": source,
+            "colour_source": source,
+            "size_source": source,
+        }
+        for pair, sources in pairs_sources.items()
+        for seed, source in enumerate(sources)
+    ]
 
 
 def test_shares_add_up_and_leave_out_attributes_the_prompts_share():

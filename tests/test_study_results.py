@@ -26,7 +26,7 @@ def test_the_committed_study_has_the_design_the_chapter_describes(committed):
     differing = [
         sum(attribute_of_prompt(first)[a] != attribute_of_prompt(second)[a] for a in ("shape", "colour", "size"))
         for first, second in design.pairs
-    ]  # fmt: skip
+    ]
     assert 1 in differing and 2 in differing and 3 in differing  # single-attribute pairs, one shared attribute
     assert {"text_1", "coverage", "balance"} <= set(committed[0])
 
@@ -36,6 +36,7 @@ def test_a_slice_of_the_committed_study_reproduces(committed):
     within compare_records' tolerance (which the oldest supported versions need)."""
     pipe = blending.load_pipeline("embedded")
     pipe.set_progress_bar_config(disable=True)
-    rerun = run_study(pipe, design_of(committed, seeds=SLICE), net=load_readers(), scorer=load_scorer("embedded"),
-                      max_batch_size=150)  # fmt: skip
+    rerun = run_study(
+        pipe, design_of(committed, seeds=SLICE), net=load_readers(), scorer=load_scorer("embedded"), max_batch_size=150
+    )
     assert compare_records(committed, rerun) == []

@@ -4,12 +4,11 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
-from blending import blend_seeds, load_pipeline
+from blending import load_pipeline
 from blending.toy import model as toy
 from blending.toy import training_metrics
-from blending.toy.readers import load_readers, read
+from blending.toy.readers import load_readers
 from blending.toy.train import evaluate, main, reader_accuracy
 from blending.toy.world import HELD_OUT, SHAPES, Attributes, caption, render, sample_attributes, sample_batch
 
@@ -82,10 +81,25 @@ def test_the_embedded_model_is_small_enough_to_ship():
 def test_training_runs_end_to_end_and_resumes(tmp_path, caplog):
     def arguments(vae_steps):
         return [
-            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"),
-            "--readers-out", str(tmp_path / "readers.safetensors"), "--images", "64", "--batch-size", "8",
-            "--vae-steps", str(vae_steps), "--denoiser-steps", "2", "--reader-steps", "2", "--eval-samples", "1",
-        ]  # fmt: skip
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(tmp_path / "model"),
+            "--readers-out",
+            str(tmp_path / "readers.safetensors"),
+            "--images",
+            "64",
+            "--batch-size",
+            "8",
+            "--vae-steps",
+            str(vae_steps),
+            "--denoiser-steps",
+            "2",
+            "--reader-steps",
+            "2",
+            "--eval-samples",
+            "1",
+        ]
 
     assert main(arguments(vae_steps=2)) == 0
     pipe = load_pipeline(tmp_path / "model")

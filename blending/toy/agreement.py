@@ -33,9 +33,21 @@ from ..methods import METHODS
 from .study import ATTRIBUTES, attribute_of_prompt
 
 __all__ = [
-    "MEASURES", "TRUTH_GROUPS", "Agreement", "BestMethods", "ReaderScores", "TruthGroup", "best_methods", "cell_means",
-    "clip_value", "method_means", "reader_scores", "score_agreement", "spearman", "truth_groups",
-]  # fmt: skip
+    "MEASURES",
+    "TRUTH_GROUPS",
+    "Agreement",
+    "BestMethods",
+    "ReaderScores",
+    "TruthGroup",
+    "best_methods",
+    "cell_means",
+    "clip_value",
+    "method_means",
+    "reader_scores",
+    "score_agreement",
+    "spearman",
+    "truth_groups",
+]
 
 #: What is compared. ``leaning``: towards prompt 1 (positive) or prompt 2 (negative).
 MEASURES = ("leaning", "coverage", "balance")
@@ -81,8 +93,9 @@ def reader_scores(record: dict) -> ReaderScores:
     if not differing:
         raise ValueError(f"record: the prompts {record['prompt_1']!r} and {record['prompt_2']!r} are the same")
     sources = [record[f"{a}_source"] for a in differing]
-    return ReaderScores(sources.count("prompt_1") / len(differing), sources.count("prompt_2") / len(differing),
-                        len(differing))  # fmt: skip
+    return ReaderScores(
+        sources.count("prompt_1") / len(differing), sources.count("prompt_2") / len(differing), len(differing)
+    )
 
 
 def clip_value(record: dict, measure: str) -> float:
@@ -200,7 +213,9 @@ def cell_means(records: list[dict], measure: str) -> dict[tuple, tuple[float, fl
     for r in _blends(records):
         truth = getattr(reader_scores(r), measure)
         if not math.isnan(truth):
-            values.setdefault((r["pair"], r["swapped"], r["ratio"], r["method"]), []).append((truth, clip_value(r, measure)))
+            values.setdefault((r["pair"], r["swapped"], r["ratio"], r["method"]), []).append(
+                (truth, clip_value(r, measure))
+            )
     return {key: tuple(float(m) for m in np.nanmean(np.array(v), axis=0)) for key, v in sorted(values.items())}
 
 
@@ -267,9 +282,11 @@ def truth_groups(records: list[dict]) -> list[TruthGroup]:
         raise ValueError("records: no blends of pairs that differ in two attributes or more")
     return [
         TruthGroup(
-            name, len(rows), {m: sum(r["method"] == m for r in rows) for m in METHODS},
+            name,
+            len(rows),
+            {m: sum(r["method"] == m for r in rows) for m in METHODS},
             float(np.mean([r["coverage"] for r in rows])) if rows else math.nan,
             float(np.nanmean([r["balance"] for r in rows])) if rows else math.nan,
         )
         for name, rows in groups.items()
-    ]  # fmt: skip
+    ]

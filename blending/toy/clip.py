@@ -49,9 +49,15 @@ from .model import build_tokenizer
 from .world import COLOURS, HELD_OUT, SHAPES, SIZES, Attributes, caption, render, sample_attributes
 
 __all__ = [
-    "ATTRIBUTES", "FULL_CAPTIONS", "build_clip", "build_processor", "main", "render_dataset",
-    "text_score_by_shared_attributes", "zero_shot_accuracy",
-]  # fmt: skip
+    "ATTRIBUTES",
+    "FULL_CAPTIONS",
+    "build_clip",
+    "build_processor",
+    "main",
+    "render_dataset",
+    "text_score_by_shared_attributes",
+    "zero_shot_accuracy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +84,26 @@ def build_clip(tokenizer, vision_layers: int = 3, text_layers: int = 2, width: i
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
     text = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=mlp * width, num_hidden_layers=text_layers,
-        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length, projection_dim=PROJECTION,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=mlp * width,
+        num_hidden_layers=text_layers,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=PROJECTION,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     vision = CLIPVisionConfig(
-        hidden_size=width, intermediate_size=mlp * width, num_hidden_layers=vision_layers, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=PROJECTION,
-    )  # fmt: skip
+        hidden_size=width,
+        intermediate_size=mlp * width,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH,
+        projection_dim=PROJECTION,
+    )
     config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=PROJECTION)
     return CLIPModel(config)
 
@@ -99,9 +117,11 @@ def build_processor(tokenizer):
     except ImportError:  # transformers 4: the PIL-based processor is CLIPImageProcessor itself
         from transformers import CLIPImageProcessor as ImageProcessor
     image_processor = ImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=list(MEAN), image_std=list(STD),
-    )  # fmt: skip
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=list(MEAN),
+        image_std=list(STD),
+    )
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
@@ -197,14 +217,19 @@ def _full_caption_cosines(model, processor, images: np.ndarray, batch_size: int 
     from PIL import Image
 
     model.eval()
-    ids = processor.tokenizer([text for text, _ in FULL_CAPTIONS], padding="max_length",
-                              max_length=processor.tokenizer.model_max_length, truncation=True,
-                              return_tensors="pt").input_ids  # fmt: skip
+    ids = processor.tokenizer(
+        [text for text, _ in FULL_CAPTIONS],
+        padding="max_length",
+        max_length=processor.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     text_embeds = _features(model, input_ids=ids)
     cosines = []
     for start in range(0, len(images), batch_size):
-        pixels = processor(images=[Image.fromarray(image) for image in images[start : start + batch_size]],
-                           return_tensors="pt")["pixel_values"]  # fmt: skip
+        pixels = processor(
+            images=[Image.fromarray(image) for image in images[start : start + batch_size]], return_tensors="pt"
+        )["pixel_values"]
         cosines.append(_features(model, pixel_values=pixels) @ text_embeds.T)
     return torch.cat(cosines)
 
@@ -223,7 +248,9 @@ def zero_shot_accuracy(model, processor, data: dict[str, np.ndarray]) -> dict[st
     pictures whose best caption is right (``overall``), and whose best caption names the right
     ``shape``, ``colour`` and ``size``, with their ``count``.
     """
-    guesses = [_CAPTION_ATTRIBUTES[k] for k in _full_caption_cosines(model, processor, data["images"]).argmax(1).tolist()]
+    guesses = [
+        _CAPTION_ATTRIBUTES[k] for k in _full_caption_cosines(model, processor, data["images"]).argmax(1).tolist()
+    ]
     truths = _named(data)
     result = {"overall": float(np.mean([guess == truth for guess, truth in zip(guesses, truths)]))}
     for name in ("shape", "colour", "size"):
@@ -236,8 +263,9 @@ def text_score_by_shared_attributes(model, processor, data: dict[str, np.ndarray
     """The mean CLIP score, ``100 * max(cos, 0)`` as :mod:`blending.scores` reports it, of a picture
     and a full caption, by how many attributes (0 to 3) the caption shares with the picture."""
     scores = 100 * _full_caption_cosines(model, processor, data["images"]).clamp(min=0)
-    shared = torch.tensor([[sum(truth[k] == caption[k] for k in caption) for caption in _CAPTION_ATTRIBUTES]
-                           for truth in _named(data)])  # fmt: skip
+    shared = torch.tensor(
+        [[sum(truth[k] == caption[k] for k in caption) for caption in _CAPTION_ATTRIBUTES] for truth in _named(data)]
+    )
     return {str(k): round(scores[shared == k].mean().item(), 2) for k in range(4)}
 
 
@@ -256,7 +284,8 @@ def _train(model, tokenizer, data, args, work: Path) -> tuple[int, float]:
     )
     warmup = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: float(min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+        optimizer,
+        lambda s: float(min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))),
     )
     generator = torch.Generator().manual_seed(args.seed)
     start, seconds = 0, 0.0
@@ -279,8 +308,13 @@ def _train(model, tokenizer, data, args, work: Path) -> tuple[int, float]:
         x = _augment(images[indices].float() / 255, generator, args.blur, args.noise, args.colour_shift)
         keep = torch.rand(args.batch_size, 3, generator=generator) >= args.drop
         batch_labels = labels[indices]
-        ids = tokenizer(_captions(batch_labels.numpy(), keep.numpy()), padding="max_length",
-                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        ids = tokenizer(
+            _captions(batch_labels.numpy(), keep.numpy()),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         # caption j describes picture i when every attribute it names is picture i's
         agree = batch_labels[:, None, :] == batch_labels[None, :, :]  # i x j x attribute
         positives = (agree | ~keep[None, :, :]).all(-1)
@@ -297,12 +331,26 @@ def _train(model, tokenizer, data, args, work: Path) -> tuple[int, float]:
             model.logit_scale.clamp_(0, math.log(100))  # as CLIP: the temperature is at least 0.01
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            logger.info("clip: step %d of %d, loss %.4f, temperature %.4f", step + 1, args.steps, running,
-                        1 / model.logit_scale.exp().item())  # fmt: skip
+            logger.info(
+                "clip: step %d of %d, loss %.4f, temperature %.4f",
+                step + 1,
+                args.steps,
+                running,
+                1 / model.logit_scale.exp().item(),
+            )
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
             elapsed = seconds + time.perf_counter() - began
-            torch.save({"step": step + 1, "seconds": elapsed, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "generator": generator.get_state()}, checkpoint)  # fmt: skip
+            torch.save(
+                {
+                    "step": step + 1,
+                    "seconds": elapsed,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "generator": generator.get_state(),
+                },
+                checkpoint,
+            )
     model.eval()
     return args.steps, seconds + time.perf_counter() - began
 
@@ -334,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blur", type=float, default=1.0, help="largest blur (pixels, standard deviation)")
     parser.add_argument("--noise", type=float, default=0.04, help="largest pixel noise (standard deviation)")
     parser.add_argument("--colour-shift", type=float, default=0.04, help="largest colour shift per channel")
-    parser.add_argument("--cone", type=float, default=1.0,
-                        help="weight of the penalty on negative image-text cosines (0: none)")  # fmt: skip
+    parser.add_argument(
+        "--cone", type=float, default=1.0, help="weight of the penalty on negative image-text cosines (0: none)"
+    )
     parser.add_argument("--vision-layers", type=int, default=3)
     parser.add_argument("--text-layers", type=int, default=2)
     parser.add_argument("--eval-images", type=int, default=2000, help="fresh pictures for the zero-shot accuracy")
@@ -386,15 +435,22 @@ def main(argv: list[str] | None = None) -> int:
         "training_seconds": round(seconds),
         "temperature": round(1 / model.logit_scale.exp().item(), 5),
         "settings": {k: portable(v) for k, v in vars(args).items()},
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},  # fmt: skip
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
     }
     (args.out / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("zero-shot accuracy on %d fresh pictures: %s", args.eval_images, metrics["zero_shot_accuracy"])
     logger.info("on the held-out combinations: %s", metrics["zero_shot_accuracy_held_out"])
-    logger.info("mean CLIP score of a caption sharing 0, 1, 2, 3 attributes with the picture: %s",
-                metrics["text_score_by_shared_attributes"])  # fmt: skip
-    logger.info("wrote %s (%d parameters, %d bytes of weights)", args.out, metrics["parameters"], metrics["weights_bytes"])
+    logger.info(
+        "mean CLIP score of a caption sharing 0, 1, 2, 3 attributes with the picture: %s",
+        metrics["text_score_by_shared_attributes"],
+    )
+    logger.info(
+        "wrote %s (%d parameters, %d bytes of weights)", args.out, metrics["parameters"], metrics["weights_bytes"]
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -11,9 +12,19 @@ from .study import ATTRIBUTES, DISTINCT_SOURCES, Share, attribute_of_prompt, sou
 from .world import HELD_OUT, caption, render, sample_attributes
 
 __all__ = [
-    "agreement_figure", "agreement_table", "attribute_curves", "best_method_table", "findings", "generations_figure",
-    "order_table", "pairs_table", "scored_examples_table", "sd_unet_skeleton", "wiring_table", "world_figure",
-]  # fmt: skip
+    "agreement_figure",
+    "agreement_table",
+    "attribute_curves",
+    "best_method_table",
+    "findings",
+    "generations_figure",
+    "order_table",
+    "pairs_table",
+    "scored_examples_table",
+    "sd_unet_skeleton",
+    "wiring_table",
+    "world_figure",
+]
 
 _COLOURS = {"prompt_1": "#1f77b4", "prompt_2": "#d62728", "neither": "#7f7f7f"}
 _LABELS = {"prompt_1": "from prompt 1", "prompt_2": "from prompt 2", "neither": "neither"}
@@ -53,7 +64,10 @@ def pairs_table(records: list[dict]) -> str:
     """A markdown table of a study's pairs (in their own order): what differs, what the model never saw."""
     held_out = {f"a {size} {colour} {shape}" for shape, colour, size in HELD_OUT}
     pairs = {r["pair"]: (r["prompt_1"], r["prompt_2"]) for r in records if not r["swapped"]}
-    lines = ["| pair | prompt 1 | prompt 2 | they differ in | never seen in training |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| pair | prompt 1 | prompt 2 | they differ in | never seen in training |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for pair, (first, second) in sorted(pairs.items()):
         named_1, named_2 = attribute_of_prompt(first), attribute_of_prompt(second)
         differ = ", ".join(a for a in ATTRIBUTES if named_1[a] != named_2[a])
@@ -74,16 +88,19 @@ def scored_examples_table(results, scorer, net) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
-        named_1, named_2 = attribute_of_prompt(result.settings["prompt_1"]), attribute_of_prompt(result.settings["prompt_2"])
+        named_1, named_2 = (
+            attribute_of_prompt(result.settings["prompt_1"]),
+            attribute_of_prompt(result.settings["prompt_2"]),
+        )
         scores = clip_scores(result, scorer)
         readings = read([result.blends[m] for m in result.blends], net)
         for method, reading in zip(result.blends, readings):
-            sources = " / ".join(
-                short[source_of(getattr(reading, a), named_1[a], named_2[a])] for a in ATTRIBUTES
-            )  # fmt: skip
+            sources = " / ".join(short[source_of(getattr(reading, a), named_1[a], named_2[a])] for a in ATTRIBUTES)
             s = scores[method]
-            lines.append(f"| {result.settings['seed']} | {method.upper()} | {sources} | {s.text_1:.1f} | {s.text_2:.1f} "
-                         f"| {s.coverage:.1f} | {s.balance:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {result.settings['seed']} | {method.upper()} | {sources} | {s.text_1:.1f} | {s.text_2:.1f} "
+                f"| {s.coverage:.1f} | {s.balance:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -99,7 +116,9 @@ def attribute_curves(shares: list[Share]) -> Figure:
     axes = np.atleast_2d(figure.subplots(len(methods), len(ATTRIBUTES), sharex=True, sharey=True))
     for row, method in zip(axes, methods):
         for ax, attribute in zip(row, ATTRIBUTES):
-            cells = sorted((sh.ratio, sh) for sh in shares if not sh.swapped and sh.method == method and sh.attribute == attribute)
+            cells = sorted(
+                (sh.ratio, sh) for sh in shares if not sh.swapped and sh.method == method and sh.attribute == attribute
+            )
             ratios = [r for r, _ in cells]
             for source in DISTINCT_SOURCES:
                 values = np.array([sh.fractions[source] for _, sh in cells])
@@ -128,7 +147,9 @@ def order_table(shares: list[Share], ratio: float = 0.5) -> str:
             texts = []
             for swapped in (False, True):
                 sh = cells.get((swapped, method, ratio, attribute))
-                texts.append("n/a" if sh is None else " / ".join(f"{100 * sh.fractions[s]:.0f}%" for s in DISTINCT_SOURCES))
+                texts.append(
+                    "n/a" if sh is None else " / ".join(f"{100 * sh.fractions[s]:.0f}%" for s in DISTINCT_SOURCES)
+                )
             lines.append(f"| {method.upper()} | {attribute} | {texts[0]} | {texts[1]} |")
     return "\n".join(lines)
 
@@ -149,8 +170,10 @@ def findings(shares: list[Share], ratio: float = 0.5) -> str:
             interval = f"95% interval {100 * low:.0f}–{100 * high:.0f}%"
             if low <= sh.fractions[second]:
                 # the runner-up lies inside the leader's interval: no clear leader
-                parts.append(f"{attribute} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval}) as often as "
-                             f"from {where[second]} ({100 * sh.fractions[second]:.0f}%)")  # fmt: skip
+                parts.append(
+                    f"{attribute} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval}) as often as "
+                    f"from {where[second]} ({100 * sh.fractions[second]:.0f}%)"
+                )
             else:
                 how = "mostly" if sh.fractions[first] > 0.5 else "most often"
                 parts.append(f"{attribute} {how} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval})")
@@ -220,9 +243,14 @@ _MEASURE_WORDS = {
 
 def agreement_table(agreements) -> str:
     """A markdown table of :func:`blending.toy.agreement.score_agreement`."""
-    lines = ["| CLIP's number against the readers' | blends | pairs | Spearman's rho (95% interval) |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| CLIP's number against the readers' | blends | pairs | Spearman's rho (95% interval) |",
+        "| --- | --- | --- | --- |",
+    ]
     for a in agreements:
-        lines.append(f"| {_MEASURE_WORDS[a.measure]} | {a.blends:,} | {a.pairs} | {a.rho:.2f} ({a.interval[0]:.2f} to {a.interval[1]:.2f}) |")
+        lines.append(
+            f"| {_MEASURE_WORDS[a.measure]} | {a.blends:,} | {a.pairs} | {a.rho:.2f} ({a.interval[0]:.2f} to {a.interval[1]:.2f}) |"
+        )
     return "\n".join(lines)
 
 

@@ -30,8 +30,19 @@ import numpy as np
 from ..methods import METHODS
 
 __all__ = [
-    "ATTRIBUTES", "RESULTS_PATH", "SOURCES", "Share", "StudyDesign", "attribute_of_prompt", "attribute_shares", "compare_records",
-    "design_of", "read_records", "run_study", "source_of", "write_records",
+    "ATTRIBUTES",
+    "RESULTS_PATH",
+    "SOURCES",
+    "Share",
+    "StudyDesign",
+    "attribute_of_prompt",
+    "attribute_shares",
+    "compare_records",
+    "design_of",
+    "read_records",
+    "run_study",
+    "source_of",
+    "write_records",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,9 +136,17 @@ def _records(design, pair, swapped, prompt_1, prompt_2, ratio, results, readings
     for k, result in enumerate(results):
         for method in design.methods:
             reading = readings[method][k]
-            record = {"pair": pair, "swapped": swapped, "prompt_1": prompt_1, "prompt_2": prompt_2, "method": method,
-                      "ratio": ratio, "seed": result.settings["seed"], "num_inference_steps": design.num_inference_steps,
-                      "guidance_scale": design.guidance_scale}  # fmt: skip
+            record = {
+                "pair": pair,
+                "swapped": swapped,
+                "prompt_1": prompt_1,
+                "prompt_2": prompt_2,
+                "method": method,
+                "ratio": ratio,
+                "seed": result.settings["seed"],
+                "num_inference_steps": design.num_inference_steps,
+                "guidance_scale": design.guidance_scale,
+            }
             for attribute in ATTRIBUTES:
                 value = getattr(reading, attribute)
                 record[f"{attribute}_read"] = value or ""
@@ -139,8 +158,17 @@ def _records(design, pair, swapped, prompt_1, prompt_2, ratio, results, readings
     return records
 
 
-def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_size: int | None = None,
-              progress=None, skip=(), on_chunk=None) -> list[dict]:  # fmt: skip
+def run_study(
+    pipe,
+    design: StudyDesign,
+    *,
+    net=None,
+    scorer=None,
+    max_batch_size: int | None = None,
+    progress=None,
+    skip=(),
+    on_chunk=None,
+) -> list[dict]:
     """One record per blend of ``design``: its cell, seed, what the readers see and where it comes from.
 
     Ratios 0 and 1 are not blended: there every method gives exactly the plain image of prompt 1
@@ -171,10 +199,18 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
             # without a ratio strictly inside (0, 1), one call at ratio 0 still draws the plain images
             for ratio in blended or [0.0]:
                 results = blend_seeds(
-                    pipe, prompt_1, prompt_2, design.methods if blended else design.methods[:1], ratio,
-                    seeds=list(design.seeds), num_inference_steps=design.num_inference_steps,
-                    guidance_scale=design.guidance_scale, output_type="np", progress=False, max_batch_size=max_batch_size,
-                )  # fmt: skip
+                    pipe,
+                    prompt_1,
+                    prompt_2,
+                    design.methods if blended else design.methods[:1],
+                    ratio,
+                    seeds=list(design.seeds),
+                    num_inference_steps=design.num_inference_steps,
+                    guidance_scale=design.guidance_scale,
+                    output_type="np",
+                    progress=False,
+                    max_batch_size=max_batch_size,
+                )
                 if progress is not None and blended:
                     progress.update(len(results))
                 if plain is None:
@@ -191,7 +227,7 @@ def run_study(pipe, design: StudyDesign, *, net=None, scorer=None, max_batch_siz
                 as_blends = [
                     BlendResult(r.prompt_1, r.prompt_2, {m: getattr(r, side) for m in design.methods}, r.settings)
                     for r in plain
-                ]  # fmt: skip
+                ]
                 plain_readings = read([getattr(r, side) for r in plain], net)
                 readings = {m: plain_readings for m in design.methods}
                 scores = None if scorer is None else [_clip_scores(r, scorer) for r in as_blends]
@@ -212,9 +248,13 @@ def _clip_scores(result, scorer):
 # -- the records as a file ----------------------------------------------------------------------
 
 _TYPES = {
-    "pair": int, "seed": int, "ratio": float, "swapped": lambda text: text == "True", "num_inference_steps": int,
+    "pair": int,
+    "seed": int,
+    "ratio": float,
+    "swapped": lambda text: text == "True",
+    "num_inference_steps": int,
     "guidance_scale": float,
-}  # fmt: skip
+}
 
 
 def _key(record: dict) -> tuple:
@@ -262,18 +302,25 @@ def design_of(records: list[dict], seeds=None) -> StudyDesign:
     pairs = {r["pair"]: (r["prompt_1"], r["prompt_2"]) for r in records if not r["swapped"]}
     settings = {(r["num_inference_steps"], r["guidance_scale"]) for r in records}
     if sorted(pairs) != list(range(len(pairs))) or len(settings) != 1:
-        raise ValueError("records: not the records of one study (pairs missing, or several step counts or guidance scales)")
-    (num_inference_steps, guidance_scale), = settings
+        raise ValueError(
+            "records: not the records of one study (pairs missing, or several step counts or guidance scales)"
+        )
+    ((num_inference_steps, guidance_scale),) = settings
     recorded_seeds = sorted({r["seed"] for r in records})
     if seeds is not None and not set(seeds) <= set(recorded_seeds):
-        raise ValueError(f"seeds: the records hold seeds {recorded_seeds[0]}..{recorded_seeds[-1]}, not {sorted(seeds)}")
+        raise ValueError(
+            f"seeds: the records hold seeds {recorded_seeds[0]}..{recorded_seeds[-1]}, not {sorted(seeds)}"
+        )
     methods = {r["method"] for r in records}
     return StudyDesign(
-        tuple(pairs[p] for p in range(len(pairs))), tuple(recorded_seeds if seeds is None else seeds),
-        tuple(sorted({r["ratio"] for r in records})), both_orders=any(r["swapped"] for r in records),
-        methods=tuple(m for m in METHODS if m in methods), num_inference_steps=num_inference_steps,
+        tuple(pairs[p] for p in range(len(pairs))),
+        tuple(recorded_seeds if seeds is None else seeds),
+        tuple(sorted({r["ratio"] for r in records})),
+        both_orders=any(r["swapped"] for r in records),
+        methods=tuple(m for m in METHODS if m in methods),
+        num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
-    )  # fmt: skip
+    )
 
 
 def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 2.0) -> list[str]:
@@ -356,16 +403,24 @@ def attribute_shares(records: list[dict], *, resamples: int = 1000, seed: int = 
         if len(seed_sets) != 1:
             raise ValueError(f"records: the pairs of cell {(swapped, method, ratio, attribute)} have different seeds")
         seeds = seed_sets.pop()
-        outcomes = np.array([
-            [[by_pair[p][s] == source for source in DISTINCT_SOURCES] for s in seeds] for p in sorted(by_pair)
-        ], dtype=float)  # fmt: skip
+        outcomes = np.array(
+            [[[by_pair[p][s] == source for source in DISTINCT_SOURCES] for s in seeds] for p in sorted(by_pair)],
+            dtype=float,
+        )
         fractions = outcomes.mean(axis=(0, 1))
         low, high = np.quantile(_bootstrap(outcomes, resamples, rng), [0.025, 0.975], axis=0)
-        shares.append(Share(
-            swapped, method, ratio, attribute, blends=outcomes.shape[0] * outcomes.shape[1], pairs=outcomes.shape[0],
-            fractions={s: float(f) for s, f in zip(DISTINCT_SOURCES, fractions)},
-            intervals={s: (float(lo), float(hi)) for s, lo, hi in zip(DISTINCT_SOURCES, low, high)},
-        ))  # fmt: skip
+        shares.append(
+            Share(
+                swapped,
+                method,
+                ratio,
+                attribute,
+                blends=outcomes.shape[0] * outcomes.shape[1],
+                pairs=outcomes.shape[0],
+                fractions={s: float(f) for s, f in zip(DISTINCT_SOURCES, fractions)},
+                intervals={s: (float(lo), float(hi)) for s, lo, hi in zip(DISTINCT_SOURCES, low, high)},
+            )
+        )
     return shares
 
 
@@ -478,8 +533,9 @@ def _run_resumably(pipe, design: StudyDesign, scorer, args) -> list[dict]:
     per_chunk = len(design.ratios) * len(design.seeds)
     total = len(design.pairs) * len(design.orders) * per_chunk
     with tqdm(total=total, initial=len(done) * per_chunk, desc="seeds") as bar:
-        records = run_study(pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar,
-                            skip=set(done), on_chunk=keep)  # fmt: skip
+        records = run_study(
+            pipe, design, scorer=scorer, max_batch_size=args.max_batch_size, progress=bar, skip=set(done), on_chunk=keep
+        )
     return [r for chunk in done.values() for r in chunk] + records
 
 

@@ -82,8 +82,18 @@ def _as_model_input(images_uint8: np.ndarray) -> torch.Tensor:
 # -- a resumable training loop ----------------------------------------------------------------
 
 
-def _fit(name, modules, step_loss, steps, lr, work: Path, seed: int, ema_decay: float | None = None,
-         every: int = 0, on_checkpoint=None):  # fmt: skip
+def _fit(
+    name,
+    modules,
+    step_loss,
+    steps,
+    lr,
+    work: Path,
+    seed: int,
+    ema_decay: float | None = None,
+    every: int = 0,
+    on_checkpoint=None,
+):
     """Train ``modules`` for ``steps`` steps of ``step_loss(generator) -> loss``; resumable.
 
     Returns the EMA copies of the modules when ``ema_decay`` is set, else the modules. Every
@@ -96,7 +106,8 @@ def _fit(name, modules, step_loss, steps, lr, work: Path, seed: int, ema_decay: 
     warmup = max(1, min(500, steps // 10))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         # a Python float: numpy scalars in the checkpoint would not load with weights_only=True
-        optimizer, lambda s: float(min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+        optimizer,
+        lambda s: float(min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))),
     )
     averaged = [copy.deepcopy(m).requires_grad_(False) for m in modules] if ema_decay else None
     generator = torch.Generator().manual_seed(seed)
@@ -194,7 +205,10 @@ def encode(vae, images: np.ndarray, batch_size: int = 256) -> tuple[torch.Tensor
 
 def _combination_mask(data, combinations) -> np.ndarray:
     """Which pictures of ``data`` show one of ``combinations`` (shape, colour, size)."""
-    codes = {(SHAPES.index(shape), list(COLOURS).index(colour), list(SIZES).index(size)) for shape, colour, size in combinations}
+    codes = {
+        (SHAPES.index(shape), list(COLOURS).index(colour), list(SIZES).index(size))
+        for shape, colour, size in combinations
+    }
     return np.array([tuple(c) in codes for c in zip(data["shape"], data["colour"], data["size"])])
 
 
@@ -226,15 +240,20 @@ def train_denoiser(data, latents_mean, latents_std, scaling_factor, tokenizer, s
 
     def loss(generator):
         indices = trainable[_batch(generator, len(trainable), batch_size)]
-        latents = latents_mean[indices] + latents_std[indices] * torch.randn(latents_mean[indices].shape, generator=generator)
+        latents = latents_mean[indices] + latents_std[indices] * torch.randn(
+            latents_mean[indices].shape, generator=generator
+        )
         latents = latents * scaling_factor
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         ids = tokenizer(
-            captions_for(indices.tolist()), padding="max_length", max_length=tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
-        ).input_ids  # fmt: skip
+            captions_for(indices.tolist()),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(ids)[0]).sample
         return F.mse_loss(prediction, noise)
 
@@ -250,14 +269,32 @@ def train_denoiser(data, latents_mean, latents_std, scaling_factor, tokenizer, s
             torch.save({"step": step, "modules": [m.state_dict() for m in modules]}, best_path)
         history_path.write_text(json.dumps(history, indent=1) + "\n")
 
-    modules = _fit("denoiser", [text_encoder, unet], loss, steps, 1e-3, work, seed, ema_decay=0.999,
-                   every=VALIDATE_EVERY, on_checkpoint=on_checkpoint)  # fmt: skip
+    modules = _fit(
+        "denoiser",
+        [text_encoder, unet],
+        loss,
+        steps,
+        1e-3,
+        work,
+        seed,
+        ema_decay=0.999,
+        every=VALIDATE_EVERY,
+        on_checkpoint=on_checkpoint,
+    )
     best = torch.load(best_path, weights_only=True)
     for m, state in zip(modules, best["modules"]):
         m.load_state_dict(state)
-    logger.info("denoiser: the weights of step %d (validation shape_and_colour %.3f)", best["step"], history[str(best["step"])])
-    return (*modules, {"combinations": [list(c) for c in VALIDATION], "shape_and_colour_by_step": history,
-                       "chosen_step": best["step"]})  # fmt: skip
+    logger.info(
+        "denoiser: the weights of step %d (validation shape_and_colour %.3f)", best["step"], history[str(best["step"])]
+    )
+    return (
+        *modules,
+        {
+            "combinations": [list(c) for c in VALIDATION],
+            "shape_and_colour_by_step": history,
+            "chosen_step": best["step"],
+        },
+    )
 
 
 # -- 5. readers -------------------------------------------------------------------------------
@@ -298,15 +335,23 @@ def reader_accuracy(net: ShapeSizeNet, count: int = 1000, seed: int = 12345) -> 
 
 
 @torch.no_grad()
-def evaluate(pipe, net: ShapeSizeNet, samples_per_prompt: int = 40, seed: int = 0, combinations=HELD_OUT) -> dict[str, float]:
+def evaluate(
+    pipe, net: ShapeSizeNet, samples_per_prompt: int = 40, seed: int = 0, combinations=HELD_OUT
+) -> dict[str, float]:
     """How often plain generations of the prompts of ``combinations`` (the held-out ones by
     default) show the prompted attributes."""
     hits = {"shape": [], "colour": [], "size": [], "shape_and_colour": []}
     for i, (shape, colour, size) in enumerate(combinations):
         prompt = f"a {size} {colour} {shape}"
         generators = [torch.Generator().manual_seed(seed + 1000 * i + k) for k in range(samples_per_prompt)]
-        images = pipe(prompt, num_images_per_prompt=samples_per_prompt, generator=generators,
-                      num_inference_steps=25, guidance_scale=7.5, output_type="np").images  # fmt: skip
+        images = pipe(
+            prompt,
+            num_images_per_prompt=samples_per_prompt,
+            generator=generators,
+            num_inference_steps=25,
+            guidance_scale=7.5,
+            output_type="np",
+        ).images
         for r in read(images, net):
             hits["shape"].append(r.shape == shape)
             hits["colour"].append(r.colour == colour)
@@ -366,22 +411,37 @@ def main(argv: list[str] | None = None) -> int:
 
     def pipeline(text_encoder, unet):
         pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
             scheduler=UniPCMultistepScheduler(**SD_SCHEDULER_CONFIG),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )  # fmt: skip
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def validate(text_encoder, unet) -> float:
         pipe = pipeline(text_encoder.eval(), unet.eval())
-        return evaluate(pipe, net, samples_per_prompt=args.eval_samples, seed=1, combinations=VALIDATION)["shape_and_colour"]
+        return evaluate(pipe, net, samples_per_prompt=args.eval_samples, seed=1, combinations=VALIDATION)[
+            "shape_and_colour"
+        ]
 
     torch.manual_seed(args.seed + 1)
     text_encoder, unet, validation = train_denoiser(
-        data, latents["mean"], latents["std"], scaling_factor, tokenizer, args.denoiser_steps, args.batch_size, args.work,
-        args.seed, validate,
-    )  # fmt: skip
+        data,
+        latents["mean"],
+        latents["std"],
+        scaling_factor,
+        tokenizer,
+        args.denoiser_steps,
+        args.batch_size,
+        args.work,
+        args.seed,
+        validate,
+    )
     pipe = pipeline(text_encoder, unet)
     args.readers_out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.readers_out)

@@ -74,7 +74,7 @@ def sample_attributes(rng: random.Random, held_out: bool = False) -> Attributes:
 
 
 def caption(attributes: Attributes, keep: tuple[bool, bool, bool] = (True, True, True)) -> str:
-    """"a large red circle"; ``keep`` says which of size, colour and shape to name."""
+    """ "a large red circle"; ``keep`` says which of size, colour and shape to name."""
     words = [w for w, k in zip((attributes.size, attributes.colour, attributes.shape), keep) if k]
     if not keep[2]:
         words.append("object")

@@ -17,10 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ENABLE = (
-    "apt-get install chromium, or .venv/bin/python -m playwright install chromium,"
-    " or CHROMIUM=/path/to/chrome"
-)
+ENABLE = "apt-get install chromium, or .venv/bin/python -m playwright install chromium, or CHROMIUM=/path/to/chrome"
 
 
 def missing_message() -> str:

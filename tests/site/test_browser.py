@@ -62,9 +62,7 @@ def test_every_page_loads_with_its_images_and_no_console_errors(browser, site, n
         assert images, f"{name}: a figure page without images"
         assert page.get_by_text("Drawn by").first.is_visible(), f"{name}: no visible banner naming the model"
         for launcher in ("mybinder.org", "colab.research.google.com"):
-            links = page.eval_on_selector_all(
-                f"a[href*='{launcher}']", "links => links.map(l => l.href)"
-            )
+            links = page.eval_on_selector_all(f"a[href*='{launcher}']", "links => links.map(l => l.href)")
             assert any(link.endswith(f"{name}.ipynb") or f"{name}.ipynb" in link for link in links), (
                 f"{name}: no {launcher} launch button for {name}.ipynb"
             )

@@ -179,11 +179,15 @@ def lab(lab_requested, chromium, tmp_path_factory) -> Lab:
     # comes first in every search (even before a virtual environment's own), so this python3 is used.
     kernelspec = home / "share" / "kernels" / "python3"
     kernelspec.mkdir(parents=True)
-    (kernelspec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }))  # fmt: skip
+    (kernelspec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        )
+    )
     # The announcements plugin asks, in a toast over the page, whether to fetch Jupyter's news.
     labconfig = home / "config" / "labconfig"
     labconfig.mkdir(parents=True)
@@ -201,11 +205,19 @@ def lab(lab_requested, chromium, tmp_path_factory) -> Lab:
     port = free_port()
     lab = Lab(f"http://127.0.0.1:{port}", secrets.token_hex(16), home / "server.log")
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-        f"--IdentityProvider.token={lab.token}", f"--ServerApp.root_dir={home / 'notebooks'}",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--IdentityProvider.token={lab.token}",
+        f"--ServerApp.root_dir={home / 'notebooks'}",
         "--expose-app-in-browser",  # window.jupyterapp: the notebooks' models, for their error outputs
-        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",  # offline
-    ]  # fmt: skip
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",  # offline
+    ]
     if os.name == "posix" and os.geteuid() == 0:
         command.append("--allow-root")  # refused otherwise; containers often run as root
     with lab.log.open("wb") as log:
