@@ -91,8 +91,11 @@ def row_conditioning(
 
 
 def interpolate(embeds_1: torch.Tensor, embeds_2: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Rows of ``(1 - w) * embeds_1 + w * embeds_2``, one per weight; exact at w = 0 and w = 1."""
-    weights = weights[:, None, None]
+    """Rows of ``(1 - w) * embeds_1 + w * embeds_2``, one per weight; exact at w = 0 and w = 1.
+
+    ``embeds_1`` and ``embeds_2`` have one row each: token states (``1 x tokens x width``) or
+    pooled embeddings (``1 x width``)."""
+    weights = weights.view(-1, *([1] * (embeds_1.dim() - 1)))
     return (1 - weights) * embeds_1 + weights * embeds_2
 
 

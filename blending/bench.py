@@ -34,6 +34,7 @@ import torch
 
 from . import PAPER_SEEDS
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
+from .components import architecture
 from .loading import optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
 from .pipeline import blend, blend_seeds, library_versions
@@ -49,7 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE = Path(__file__).parent / "models" / "sd-v1-4-architecture.json"
 PROMPTS = ("lion", "cat")
 #: Dense fp16/bf16 tensor-core peaks (TFLOP/s), for the fraction of peak reached.
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
@@ -184,12 +184,12 @@ def build_sd_shaped_pipeline(
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .embedded import tiny_tokenizer
+    from .testing import tiny_tokenizer
 
     def narrow(channels):  # a multiple of the 32 normalisation groups, at least one group
         return [max(32, c // width_divisor // 32 * 32) for c in channels]
 
-    config = json.loads(ARCHITECTURE.read_text())
+    config = architecture("sd-v1-4")
     unet_config = dict(config["unet"], block_out_channels=narrow(config["unet"]["block_out_channels"]))
     vae_config = dict(config["vae"], block_out_channels=narrow(config["vae"]["block_out_channels"]))
     tokenizer = tiny_tokenizer()

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from .loading import PAPER_MODEL
-    from .methods import METHODS
+    from .methods import METHODS, UNET_POOLED
 
     parser = _Parser(prog="blending", description="Blend two concepts with a diffusion model.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -39,10 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--width", type=int)
     run.add_argument("--negative-prompt")
     run.add_argument("--switch-step", type=int, help="SWITCH's number of prompt-1 steps")
+    run.add_argument(
+        "--unet-pooled",
+        choices=list(UNET_POOLED),
+        default="ratio",
+        help="SDXL only: the pooled embedding of UNET blends (default: interpolated at the ratio)",
+    )
     run.add_argument("--model", default="embedded", help=f"'embedded', a Hub id such as {PAPER_MODEL}, or a folder")
     run.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     run.add_argument("--scheduler", default="UniPCMultistepScheduler")
+    run.add_argument("--variant", help="weights variant, e.g. fp16 (SDXL base's half-size files)")
     run.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: all at once)")
     run.add_argument("--out", type=Path, required=True, help="folder for the PNGs and settings.json")
     return parser
@@ -57,7 +64,7 @@ def _blend(args) -> int:
 
     started = time.perf_counter()
     dtype = None if args.dtype is None else getattr(torch, args.dtype)
-    pipe = load_pipeline(args.model, device=args.device, dtype=dtype, scheduler=args.scheduler)
+    pipe = load_pipeline(args.model, device=args.device, dtype=dtype, scheduler=args.scheduler, variant=args.variant)
     result = blend(
         pipe,
         args.prompt_1,
@@ -71,6 +78,7 @@ def _blend(args) -> int:
         width=args.width,
         negative_prompt=args.negative_prompt,
         switch_step=args.switch_step,
+        unet_pooled=args.unet_pooled,
         max_batch_size=args.max_batch_size,
     )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -111,10 +111,10 @@ def clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], model_m
     )
 
 
-def small_text_encoder(tokenizer, width: int, *, with_projection: bool = False):
+def small_text_encoder(tokenizer, width: int, *, with_projection: bool = False, initializer_factor: float = 1.0):
     """A 2-layer CLIP text encoder of ``width`` over ``tokenizer``'s vocabulary and window; with
     ``with_projection``, a ``CLIPTextModelWithProjection`` (SDXL's second encoder, which also
-    gives the pooled embedding)."""
+    gives the pooled embedding). ``initializer_factor`` scales CLIP's random initialisation."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(
@@ -129,5 +129,6 @@ def small_text_encoder(tokenizer, width: int, *, with_projection: bool = False):
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            initializer_factor=initializer_factor,
         )
     )

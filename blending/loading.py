@@ -27,8 +27,15 @@ EMBEDDED_PATH = Path(__file__).parent / "models" / "embedded"
 #: The checkpoint the paper uses.
 PAPER_MODEL = "CompVis/stable-diffusion-v1-4"
 
-# Components that hold weights, and so must come as safetensors.
-_WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
+# The pipelines load_pipeline loads, by model_index.json's _class_name, with the components that
+# hold weights (and so must come as safetensors) and the keywords that leave the rest out.
+_PIPELINES = {
+    "StableDiffusionPipeline": (
+        ("unet", "vae", "text_encoder"),
+        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
+    ),
+    "StableDiffusionXLPipeline": (("unet", "vae", "text_encoder", "text_encoder_2"), {}),
+}
 
 
 class ModelUnavailableError(OSError):
@@ -96,22 +103,35 @@ def check_safetensors(folder: Path, model: str, component: str | None = None) ->
         )
 
 
-def _check_pipeline_folder(folder: Path, model: str) -> None:
-    for component in _WEIGHTED_COMPONENTS:
+def _pipeline_class(folder: Path, model: str) -> str:
+    """The pipeline class that ``folder`` (a diffusers layout) declares; a ``ValueError`` naming
+    ``model`` unless blending supports it and its weights are safetensors."""
+    import json
+
+    from .families import SUPPORTED
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"model: {model!r} has no model_index.json; expected a diffusers pipeline folder")
+    class_name = json.loads(index.read_text()).get("_class_name")
+    if class_name not in _PIPELINES:
+        raise ValueError(f"model: {model!r} is a {class_name}; blending needs {SUPPORTED}")
+    for component in _PIPELINES[class_name][0]:
         if not (folder / component).is_dir():
-            raise ValueError(
-                f"model: {model!r} has no {component}/ folder; expected a diffusers Stable Diffusion layout"
-            )
+            raise ValueError(f"model: {model!r} has no {component}/ folder; expected a diffusers {class_name} layout")
         check_safetensors(folder / component, model, component)
+    return class_name
 
 
-def _download(model: str) -> Path:
+def _download(model: str, variant: str | None) -> Path:
     """The local snapshot of a Hub repo id: from the cache, or downloaded (safetensors only)."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     try:
         return Path(
-            StableDiffusionPipeline.download(model, use_safetensors=True, safety_checker=None, feature_extractor=None)
+            DiffusionPipeline.download(
+                model, use_safetensors=True, variant=variant, safety_checker=None, feature_extractor=None
+            )
         )
     except Exception as error:  # the hub client raises many types; the user needs one message
         raise ModelUnavailableError.from_download_error(model, error, "a local folder in diffusers layout") from None
@@ -188,19 +208,25 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     scheduler: str = "UniPCMultistepScheduler",
     *,
+    variant: str | None = None,
     channels_last: bool = False,
     compile: bool = False,
 ):
-    """Load a Stable Diffusion 1.x/2.x pipeline ready for :func:`blending.blend`.
+    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline ready for :func:`blending.blend`.
 
     Args:
-        model: a Hugging Face repo id (the paper's is ``"CompVis/stable-diffusion-v1-4"``), a local
-            folder in diffusers layout, or ``"embedded"``, the small model that ships with this
-            package and runs anywhere, offline and on a CPU.
+        model: a Hugging Face repo id (the paper's is ``"CompVis/stable-diffusion-v1-4"``; SDXL
+            base is ``"stabilityai/stable-diffusion-xl-base-1.0"``), a local folder in diffusers
+            layout, or ``"embedded"``, the small model that ships with this package and runs
+            anywhere, offline and on a CPU. Which pipeline it is comes from its
+            ``model_index.json``.
         device: defaults to cuda if available, else mps, else cpu.
         dtype: defaults to float16 on cuda and float32 elsewhere; float16 on cpu is refused.
         scheduler: the name of a diffusers scheduler class, built from the checkpoint's scheduler
             configuration; the paper uses ``"UniPCMultistepScheduler"``.
+        variant: the weights variant to load, as in diffusers: ``"fp16"`` downloads and loads
+            the half-size files where a checkpoint has them (SDXL base does: about 7 GB instead
+            of 14).
         channels_last, compile: speed options for GPUs, see :func:`optimize_unet`.
 
     Weights load from safetensors files only, never from pickle, so a hostile checkpoint cannot
@@ -208,12 +234,11 @@ def load_pipeline(
     loaded (as in the paper): images are returned as the model draws them.
 
     Raises:
-        ValueError: for a bad ``device``, ``dtype``, ``scheduler`` or a checkpoint without
-            safetensors weights.
+        ValueError: for a bad ``device``, ``dtype``, ``scheduler``, a checkpoint without
+            safetensors weights, or a pipeline other than SD 1.x/2.x and SDXL text to image.
         ModelUnavailableError: for a repo id that is not cached while offline.
     """
     import diffusers
-    from diffusers import StableDiffusionPipeline
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
     device, dtype = resolve_device(device, dtype)
@@ -229,18 +254,17 @@ def load_pipeline(
     elif Path(model_id).expanduser().is_dir():
         folder = Path(model_id).expanduser()
     else:
-        folder = _download(model_id)
-    _check_pipeline_folder(folder, model_id)
+        folder = _download(model_id, variant)
+    class_name = _pipeline_class(folder, model_id)
 
     compat = _transformers4_components(folder, dtype)
-    pipe = StableDiffusionPipeline.from_pretrained(
+    pipe = getattr(diffusers, class_name).from_pretrained(
         folder,
         **dtype_kwarg("diffusers", dtype),
         **{name: None for name in compat},  # set below: diffusers checks their classes against model_index.json
+        **_PIPELINES[class_name][1],
         use_safetensors=True,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        variant=variant,
     )
     if compat:
         pipe.register_modules(**compat)
@@ -248,5 +272,5 @@ def load_pipeline(
     pipe.register_to_config(_name_or_path=model_id)
     pipe = pipe.to(device)
     optimize_unet(pipe, channels_last=channels_last, compile=compile)
-    logger.info("loaded %s on %s as %s with %s", model_id, device, dtype, scheduler)
+    logger.info("loaded %s (%s) on %s as %s with %s", model_id, class_name, device, dtype, scheduler)
     return pipe

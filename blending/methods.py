@@ -21,6 +21,7 @@ from fractions import Fraction
 
 __all__ = [
     "METHODS",
+    "UNET_POOLED",
     "CrossAttentionLayout",
     "Schedule",
     "alternate",
@@ -56,11 +57,13 @@ class Schedule:
     ``step_weights[i]`` is the weight of prompt 2 in the text conditioning at denoising step
     ``i``: the image is conditioned on ``(1 - w) * E(prompt_1) + w * E(prompt_2)``.
     ``layer_weights``, when set, overrides that per cross-attention layer (in the order of
-    :class:`CrossAttentionLayout`) at every step.
+    :class:`CrossAttentionLayout`) at every step. ``pooled_weights``, for families with a pooled
+    text embedding (SDXL), is its weight of prompt 2 at every step; ``None``: ``step_weights``.
     """
 
     step_weights: tuple[float, ...]
     layer_weights: tuple[float, ...] | None = None
+    pooled_weights: tuple[float, ...] | None = None
 
 
 def plain(weight: float, num_inference_steps: int) -> Schedule:
@@ -151,8 +154,15 @@ def unet(
     return Schedule(
         step_weights=(0.0,) * num_inference_steps,
         layer_weights=(0.0,) * num_prompt_1 + (1.0,) * num_prompt_2,
+        # SDXL's pooled embedding reaches every block through the time embedding, so it cannot
+        # follow the split: it gets the weight ``ratio`` (see BlendSettings.unet_pooled)
+        pooled_weights=(float(ratio),) * num_inference_steps,
     )
 
+
+#: What UNET gives SDXL's pooled embedding (``BlendSettings.unet_pooled``): weight ``ratio``, or
+#: one prompt's at every ratio.
+UNET_POOLED = ("ratio", "prompt_1", "prompt_2")
 
 MethodFn = Callable[[float, int, CrossAttentionLayout, "int | None"], Schedule]
 

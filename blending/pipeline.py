@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from tqdm.auto import tqdm
 
-from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
-from .methods import METHODS, CrossAttentionLayout, Schedule, default_switch_step, plain
+from .attention import cross_attention_layout, layer_replacements, row_conditioning
+from .families import SUPPORTED, Conditioning, Family, family_of
+from .methods import METHODS, UNET_POOLED, CrossAttentionLayout, Schedule, default_switch_step, plain
 
 __all__ = [
     "BlendResult",
@@ -68,10 +70,28 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BlendSettings:
-    """What shapes a comparison besides its initial noise: the keyword arguments of :func:`blend`.
+    """What shapes a comparison besides its initial noise: the keyword arguments of :func:`blend`
+    and :func:`blend_seeds` (and of a sweep), in one place.
 
-    ``max_batch_size`` is the most images denoised together in one U-Net call (classifier-free
-    guidance then doubles the rows); ``None`` puts every image of the call in one batch.
+    Attributes:
+        prompt_1, prompt_2: the two concepts, e.g. ``"lion"`` and ``"cat"``.
+        methods: names from :data:`blending.METHODS`, in the order wanted in the result.
+        ratio: the weight of prompt 2 for every method, in [0, 1]. 0 gives exactly prompt 1's
+            image, 1 exactly prompt 2's; 0.5 is the paper's setting.
+        num_inference_steps, guidance_scale, height, width, negative_prompt: as in diffusers'
+            pipelines; the paper uses 25 steps, guidance 7.5 and 512x512 (SDXL: 1024x1024).
+        switch_step: SWITCH's number of prompt-1 steps; defaults to
+            ``round(num_inference_steps * (1 - ratio))``.
+        unet_pooled: SDXL only. UNET splits the token states between the U-Net's encoder and
+            decoder, but SDXL's pooled embedding enters every block through the time embedding,
+            so it cannot be split: ``"ratio"`` (default) interpolates it at ``ratio``, so that
+            ratios 0 and 1 stay exactly the plain images and 0.5 averages the two prompts';
+            ``"prompt_1"`` or ``"prompt_2"`` gives it one prompt's at every ratio.
+        output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``, as in diffusers.
+        max_batch_size: the most images denoised together in one U-Net call (and decoded in one
+            VAE call), before classifier-free guidance doubles the rows. ``None``: every image of
+            the call at once. Smaller batches run one after the other and give the same images
+            (to float tolerance) in less memory.
     """
 
     prompt_1: str
@@ -84,6 +104,7 @@ class BlendSettings:
     width: int | None = None
     negative_prompt: str | None = None
     switch_step: int | None = None
+    unet_pooled: str = "ratio"
     output_type: str = "pil"
     max_batch_size: int | None = None
 
@@ -93,28 +114,58 @@ class BlendSettings:
         return 2 + len(self.methods)
 
 
-def check_pipeline(pipe) -> None:
-    """Raise a ``ValueError`` naming ``pipe`` unless the methods can run on it.
+# The settings that blend and blend_seeds take as keywords (the first four are positional).
+_KEYWORD_SETTINGS = tuple(
+    f for f in fields(BlendSettings) if f.name not in ("prompt_1", "prompt_2", "methods", "ratio")
+)
 
-    Supported: ``StableDiffusionPipeline`` (SD 1.x and 2.x, text to image, epsilon or v
-    prediction) with a scheduler that evaluates the U-Net once per step.
+
+def _settings(caller: str, prompt_1, prompt_2, methods, ratio, keywords: dict) -> BlendSettings:
+    """The :class:`BlendSettings` of a call; a ``TypeError`` for a keyword that is not a setting."""
+    names = {f.name for f in _KEYWORD_SETTINGS}
+    unknown = [name for name in keywords if name not in names]
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    return BlendSettings(prompt_1, prompt_2, methods, ratio, **keywords)
+
+
+def _with_settings_in_signature(function):
+    """Show the keyword settings in ``function``'s signature (``help``, IDEs, Sphinx) in place of
+    its ``**settings``: they are written once, in :class:`BlendSettings`."""
+    signature = inspect.signature(function)
+    parameters = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    parameters += [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in _KEYWORD_SETTINGS
+    ]
+    function.__signature__ = signature.replace(parameters=parameters)
+    return function
+
+
+def check_pipeline(pipe) -> Family:
+    """The family of ``pipe``; a ``ValueError`` naming ``pipe`` unless the methods can run on it.
+
+    Supported: ``StableDiffusionPipeline`` (SD 1.x and 2.x) and ``StableDiffusionXLPipeline``
+    (SDXL base), text to image, epsilon or v prediction, with a scheduler that evaluates the
+    U-Net once per step. SDXL's refiner (an img2img pipeline) is not supported.
     """
-    from diffusers import StableDiffusionPipeline
-
-    supported = "a StableDiffusionPipeline (Stable Diffusion 1.x/2.x, text to image)"
-    if not isinstance(pipe, StableDiffusionPipeline):
-        raise ValueError(f"pipe must be {supported}, got {type(pipe).__name__}")
+    family = family_of(pipe)
     unet = pipe.unet.config
     if unet.in_channels != pipe.vae.config.latent_channels:
         raise ValueError(
             f"pipe: its U-Net takes {unet.in_channels} input channels, not the VAE's {pipe.vae.config.latent_channels} "
-            f"(an inpainting U-Net?); blending needs {supported}"
+            f"(an inpainting U-Net?); blending needs {SUPPORTED}"
         )
-    for key in ("addition_embed_type", "class_embed_type", "time_cond_proj_dim"):
+    if getattr(unet, "addition_embed_type", None) != family.addition_embed_type:
+        raise ValueError(
+            f"pipe: its U-Net's addition_embed_type is {getattr(unet, 'addition_embed_type', None)!r}, "
+            f"{family.name} needs {family.addition_embed_type!r}; blending needs {SUPPORTED}"
+        )
+    for key in ("class_embed_type", "time_cond_proj_dim"):
         if getattr(unet, key, None) is not None:
             raise ValueError(
-                f"pipe: its U-Net expects conditioning besides the text ({key}={getattr(unet, key)!r}, "
-                f"as SDXL's addition_embed_type='text_time'); blending needs {supported}"
+                f"pipe: its U-Net expects conditioning besides the text ({key}={getattr(unet, key)!r}); "
+                f"blending needs {SUPPORTED}"
             )
     scheduler = type(pipe.scheduler).__name__
     if getattr(pipe.scheduler, "order", 1) != 1:
@@ -122,11 +173,13 @@ def check_pipeline(pipe) -> None:
             f"pipe: its scheduler {scheduler} evaluates the U-Net {pipe.scheduler.order} times per step; blending "
             "needs one evaluation per step (UniPC, DDIM, PNDM, LMS, Euler, DPM-Solver++, ...)"
         )
+    return family
 
 
-def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> None:
-    """Raise a ``ValueError`` naming the parameter for any input :func:`blend` cannot honour."""
-    check_pipeline(pipe)
+def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> Family:
+    """The family of ``pipe``; a ``ValueError`` naming the parameter for any input :func:`blend`
+    cannot honour."""
+    family = check_pipeline(pipe)
     s = settings
     for name, prompt in (("prompt_1", s.prompt_1), ("prompt_2", s.prompt_2)):
         if not isinstance(prompt, str):
@@ -160,6 +213,13 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
             raise ValueError(
                 f"switch_step must be an integer in [0, num_inference_steps={steps}], got {s.switch_step!r}"
             )
+    if s.unet_pooled not in UNET_POOLED:
+        raise ValueError(f"unet_pooled must be one of {list(UNET_POOLED)}, got {s.unet_pooled!r}")
+    if s.unet_pooled != "ratio":
+        if "unet" not in s.methods:
+            raise ValueError("unet_pooled is only used by the 'unet' method, which methods does not include")
+        if not family.has_pooled_embedding:
+            raise ValueError(f"unet_pooled: {family.name} has no pooled embedding (only SDXL has)")
     for name, size in (("height", s.height), ("width", s.width)):
         if size is None:
             continue
@@ -205,6 +265,7 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
             f"pipe: its scheduler {type(pipe.scheduler).__name__} makes {num_calls} U-Net calls for {steps} steps; "
             "blending needs one call per step"
         )
+    return family
 
 
 def _check_seed(seed) -> None:
@@ -212,6 +273,7 @@ def _check_seed(seed) -> None:
         raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
 
 
+@_with_settings_in_signature
 @torch.no_grad()
 def blend(
     pipe,
@@ -223,48 +285,32 @@ def blend(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     latents: torch.Tensor | None = None,
-    num_inference_steps: int = 25,
-    guidance_scale: float = 7.5,
-    height: int | None = None,
-    width: int | None = None,
-    negative_prompt: str | None = None,
-    switch_step: int | None = None,
-    output_type: str = "pil",
-    max_batch_size: int | None = None,
     progress: bool = True,
     callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
+    **settings,
 ) -> BlendResult:
     """Blend two prompts with each of ``methods``, beside the two plain images.
 
     Args:
-        pipe: a ``StableDiffusionPipeline`` (see :func:`blending.load_pipeline`); any scheduler
-            that evaluates the U-Net once per step.
-        prompt_1, prompt_2: the two concepts, e.g. ``"lion"`` and ``"cat"``.
-        methods: names from :data:`blending.METHODS`, in the order wanted in the result.
-        ratio: the weight of prompt 2 for every method, in [0, 1]. 0 gives exactly prompt 1's
-            image, 1 exactly prompt 2's; 0.5 is the paper's setting.
-        seed: seed of the CPU ``torch.Generator`` that draws the noise, as
-            ``StableDiffusionPipeline`` draws it for one image; 0 when neither ``seed`` nor
-            ``generator`` is given.
+        pipe: a ``StableDiffusionPipeline`` (SD 1.x/2.x) or ``StableDiffusionXLPipeline`` (SDXL)
+            (see :func:`blending.load_pipeline`); any scheduler that evaluates the U-Net once per
+            step.
+        prompt_1, prompt_2, methods, ratio: the comparison; see :class:`BlendSettings`.
+        seed: seed of the CPU ``torch.Generator`` that draws the noise, as diffusers' pipelines
+            draw it for one image; 0 when neither ``seed`` nor ``generator`` is given.
         generator: a ``torch.Generator`` to draw the noise with, instead of ``seed``.
         latents: the initial noise itself, of shape ``1 x C x H/f x W/f``. The noise that
             stochastic schedulers add at each step still comes from ``generator`` or ``seed``
             (0 by default), never from torch's global random state.
-        num_inference_steps, guidance_scale, height, width, negative_prompt: as in
-            ``StableDiffusionPipeline``; the paper uses 25 steps, guidance 7.5 and 512x512.
-        switch_step: SWITCH's number of prompt-1 steps; defaults to
-            ``round(num_inference_steps * (1 - ratio))``.
-        output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``, as in diffusers.
-        max_batch_size: the most images denoised together in one U-Net call (and decoded in one
-            VAE call), before classifier-free guidance doubles the rows. ``None``: all
-            ``2 + len(methods)`` at once. Smaller batches run one after the other and give the
-            same images (to float tolerance) in less memory.
         progress: show a progress bar (the pipeline's, configured by
             ``pipe.set_progress_bar_config``).
         callback_on_step_end: called after every U-Net call as diffusers calls it,
             ``callback(pipe, i, timestep, {"latents": latents})``, where ``latents`` holds one
             row per image (prompt 1, prompt 2, then the blends); a returned ``"latents"``
             replaces them. Needs the whole comparison in one batch.
+        num_inference_steps, guidance_scale, height, width, negative_prompt, switch_step,
+            unet_pooled, output_type, max_batch_size: keyword settings, each described in
+            :class:`BlendSettings`.
 
     Every image starts from the same initial noise and all of them are denoised together as one
     batch: one U-Net evaluation per step covers the whole comparison, classifier-free guidance
@@ -272,30 +318,19 @@ def blend(
     every image of the comparison: the noise stock diffusers adds to its one image.
     """
     # 1. Check inputs, before any work
-    settings = BlendSettings(
-        prompt_1,
-        prompt_2,
-        methods,
-        ratio,
-        num_inference_steps,
-        guidance_scale,
-        height,
-        width,
-        negative_prompt,
-        switch_step,
-        output_type,
-        max_batch_size,
-    )
-    check_inputs(pipe, settings, seed, generator, latents, callback_on_step_end)
-    settings = replace(settings, methods=tuple(methods))
+    blend_settings = _settings("blend", prompt_1, prompt_2, methods, ratio, settings)
+    family = check_inputs(pipe, blend_settings, seed, generator, latents, callback_on_step_end)
+    blend_settings = replace(blend_settings, methods=tuple(methods))
     noise_source = "latents" if latents is not None else "generator" if generator is not None else "seed"
     if generator is None:
         seed = 0 if seed is None else seed
         generator = torch.Generator("cpu").manual_seed(seed)
-    (result,) = _blend(pipe, settings, [_Noise(seed, noise_source, generator, latents)], progress, callback_on_step_end)
+    noise = _Noise(seed, noise_source, generator, latents)
+    (result,) = _blend(pipe, family, blend_settings, [noise], progress, callback_on_step_end)
     return result
 
 
+@_with_settings_in_signature
 @torch.no_grad()
 def blend_seeds(
     pipe,
@@ -305,45 +340,26 @@ def blend_seeds(
     ratio: float = 0.5,
     *,
     seeds: Sequence[int],
-    num_inference_steps: int = 25,
-    guidance_scale: float = 7.5,
-    height: int | None = None,
-    width: int | None = None,
-    negative_prompt: str | None = None,
-    switch_step: int | None = None,
-    output_type: str = "pil",
-    max_batch_size: int | None = None,
     progress: bool = True,
+    **settings,
 ) -> list[BlendResult]:
     """:func:`blend` for each of ``seeds``, batched together; one result per seed.
 
-    Each seed's images are those ``blend(..., seed=seed)`` gives (to float tolerance): the batch
-    only saves U-Net calls. Mind the memory: without ``max_batch_size``, one batch holds
+    Takes the keyword settings of :class:`BlendSettings`, as :func:`blend` does. Each seed's
+    images are those ``blend(..., seed=seed)`` gives (to float tolerance): the batch only saves
+    U-Net calls. Mind the memory: without ``max_batch_size``, one batch holds
     ``len(seeds) * (2 + len(methods))`` images, twice as many U-Net rows under classifier-free
     guidance; with it, the comparisons run in batches of at most ``max_batch_size`` images.
     """
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
-    settings = BlendSettings(
-        prompt_1,
-        prompt_2,
-        methods,
-        ratio,
-        num_inference_steps,
-        guidance_scale,
-        height,
-        width,
-        negative_prompt,
-        switch_step,
-        output_type,
-        max_batch_size,
-    )
+    blend_settings = _settings("blend_seeds", prompt_1, prompt_2, methods, ratio, settings)
     for seed in seeds:
         _check_seed(seed)
-    check_inputs(pipe, settings, None, None, None)
-    settings = replace(settings, methods=tuple(methods))
+    family = check_inputs(pipe, blend_settings, None, None, None)
+    blend_settings = replace(blend_settings, methods=tuple(methods))
     noises = [_Noise(seed, "seed", torch.Generator("cpu").manual_seed(seed), None) for seed in seeds]
-    return _blend(pipe, settings, noises, progress, None)
+    return _blend(pipe, family, blend_settings, noises, progress, None)
 
 
 @dataclass(frozen=True)
@@ -356,18 +372,25 @@ class _Noise:
     latents: torch.Tensor | None
 
 
-@dataclass(frozen=True)
-class _TextConditioning:
-    """The encoded prompts every batch of a call shares."""
-
-    embeds_1: torch.Tensor
-    embeds_2: torch.Tensor
-    unconditional: torch.Tensor | None  # None without classifier-free guidance
-    layout: CrossAttentionLayout
+def _schedules(settings: BlendSettings, layout: CrossAttentionLayout) -> tuple[list[Schedule], int | None]:
+    """Every image's schedule, the two plain images first, and SWITCH's step (None without it)."""
+    s = settings
+    switch_step = s.switch_step
+    if "switch" in s.methods and switch_step is None:
+        switch_step = default_switch_step(s.ratio, s.num_inference_steps)
+    schedules = [plain(0.0, s.num_inference_steps), plain(1.0, s.num_inference_steps)]
+    for method in s.methods:
+        schedule = METHODS[method](s.ratio, s.num_inference_steps, layout, switch_step)
+        if method == "unet" and s.unet_pooled != "ratio":
+            # SDXL's pooled embedding, which UNET cannot split between the U-Net's halves
+            weight = 0.0 if s.unet_pooled == "prompt_1" else 1.0
+            schedule = replace(schedule, pooled_weights=(weight,) * s.num_inference_steps)
+        schedules.append(schedule)
+    return schedules, switch_step
 
 
 def _blend(
-    pipe, settings: BlendSettings, noises: list[_Noise], progress: bool, callback_on_step_end
+    pipe, family: Family, settings: BlendSettings, noises: list[_Noise], progress: bool, callback_on_step_end
 ) -> list[BlendResult]:
     """Denoise one comparison (two plain images and the blends) per noise, in batches."""
     # 2. Define call parameters and the schedule of every image: which prompt it sees when
@@ -375,32 +398,21 @@ def _blend(
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = s.height or size, s.width or size
     device = pipe._execution_device
-    do_classifier_free_guidance = s.guidance_scale > 1
-    switch_step = s.switch_step
-    if "switch" in s.methods and switch_step is None:
-        switch_step = default_switch_step(s.ratio, s.num_inference_steps)
+    guided = s.guidance_scale > 1
     layout = cross_attention_layout(pipe.unet)
-    schedules: list[Schedule] = [plain(0.0, s.num_inference_steps), plain(1.0, s.num_inference_steps)]
-    schedules += [METHODS[m](s.ratio, s.num_inference_steps, layout, switch_step) for m in s.methods]
+    schedules, switch_step = _schedules(s, layout)
 
     # 3. Encode the prompts; every image shares the unconditional embedding
-    negative = None if s.negative_prompt is None else [s.negative_prompt] * 2
-    prompt_embeds, negative_embeds = pipe.encode_prompt(
-        [s.prompt_1, s.prompt_2], device, 1, do_classifier_free_guidance, negative
-    )
-    text = _TextConditioning(
-        prompt_embeds[:1], prompt_embeds[1:], negative_embeds[:1] if do_classifier_free_guidance else None, layout
-    )
+    conditioning = family.encode(pipe, (s.prompt_1, s.prompt_2), s.negative_prompt, device, guided, (height, width))
 
     # 4. Prepare timesteps
     timesteps, _ = retrieve_timesteps(pipe.scheduler, s.num_inference_steps, device)
 
     # 5. Prepare each comparison's initial noise once; every image of the comparison starts from it
+    dtype = conditioning.embeds_1.dtype
+    channels = pipe.unet.config.in_channels
     initial_noise = [
-        pipe.prepare_latents(
-            1, pipe.unet.config.in_channels, height, width, prompt_embeds.dtype, device, n.generator, n.latents
-        )
-        for n in noises
+        pipe.prepare_latents(1, channels, height, width, dtype, device, n.generator, n.latents) for n in noises
     ]
     rows = [(k, schedule) for k in range(len(noises)) for schedule in schedules]  # comparison by comparison
 
@@ -416,12 +428,13 @@ def _blend(
                 [schedule for _, schedule in batch],
                 torch.cat([initial_noise[k] for k, _ in batch]),
                 [_copy_generator(noises[k].generator) for k, _ in batch],
-                text,
+                conditioning,
+                layout,
                 s,
                 bar,
                 callback_on_step_end,
             )
-            images += _decode(pipe, latents, s.output_type)
+            images += family.decode(pipe, latents, s.output_type)
     pipe.maybe_free_model_hooks()
 
     recorded = {
@@ -435,6 +448,7 @@ def _blend(
         "switch_step": switch_step,
         "seed": None,  # each result's own, below
         "noise": None,
+        "pipeline": type(pipe).__name__,
         "scheduler": type(pipe.scheduler).__name__,
         "model": pipe.name_or_path,
         "dtype": str(pipe.unet.dtype).removeprefix("torch."),
@@ -464,8 +478,16 @@ def _copy_generator(generator: torch.Generator) -> torch.Generator:
 
 
 def _denoise(
-    pipe, schedules, latents, generators, text: _TextConditioning, settings: BlendSettings, bar, callback_on_step_end
-):
+    pipe,
+    schedules: list[Schedule],
+    latents: torch.Tensor,
+    generators: list[torch.Generator],
+    conditioning: Conditioning,
+    layout: CrossAttentionLayout,
+    settings: BlendSettings,
+    bar,
+    callback_on_step_end,
+) -> torch.Tensor:
     """Denoise one batch of images, each following its schedule, from ``latents``; return the final latents.
 
     ``generators`` holds one generator per image, each in the state of its comparison's after the
@@ -475,28 +497,32 @@ def _denoise(
     timesteps, _ = retrieve_timesteps(pipe.scheduler, settings.num_inference_steps, latents.device)
     # PNDM evaluates its first step twice: its first two calls belong to step 0
     num_warmup_calls = len(timesteps) - settings.num_inference_steps
-    step_weights = torch.tensor([s.step_weights for s in schedules], dtype=text.embeds_1.dtype, device=latents.device).T
-    guided = text.unconditional is not None
-    first_conditional_row = len(schedules) if guided else 0  # the conditional rows follow the unconditional ones
-    replacements = layer_replacements(schedules, text.layout, text.embeds_1, text.embeds_2, first_conditional_row)
-    unconditional = text.unconditional.expand(len(schedules), -1, -1) if guided else None
+    dtype = conditioning.embeds_1.dtype
+    token_weights = torch.tensor([s.step_weights for s in schedules], dtype=dtype, device=latents.device).T
+    pooled_weights = torch.tensor(
+        [s.pooled_weights or s.step_weights for s in schedules], dtype=dtype, device=latents.device
+    ).T
+    first_conditional_row = len(schedules) if conditioning.guided else 0  # after the unconditional rows
+    replacements = layer_replacements(
+        schedules, layout, conditioning.embeds_1, conditioning.embeds_2, first_conditional_row
+    )
     extra_step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0)
 
-    previous_weights = None
+    previous_step = None
     with row_conditioning(pipe.unet, replacements):
         for i, t in enumerate(timesteps):
-            weights = step_weights[max(0, i - num_warmup_calls)]
-            if previous_weights is None or not torch.equal(weights, previous_weights):
-                conditional = interpolate(text.embeds_1, text.embeds_2, weights)
-                encoder_hidden_states = torch.cat([unconditional, conditional]) if guided else conditional
-                previous_weights = weights
+            step = max(0, i - num_warmup_calls)
+            if previous_step is None or not (
+                torch.equal(token_weights[step], token_weights[previous_step])
+                and torch.equal(pooled_weights[step], pooled_weights[previous_step])
+            ):
+                unet_inputs = conditioning.unet_inputs(token_weights[step], pooled_weights[step])
+            previous_step = step
 
-            latent_model_input = torch.cat([latents] * 2) if guided else latents
+            latent_model_input = torch.cat([latents] * 2) if conditioning.guided else latents
             latent_model_input = pipe.scheduler.scale_model_input(latent_model_input, t)
-            noise_pred = pipe.unet(
-                latent_model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False
-            )[0]
-            if guided:
+            noise_pred = pipe.unet(latent_model_input, t, **unet_inputs, return_dict=False)[0]
+            if conditioning.guided:
                 noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
                 noise_pred = noise_pred_uncond + settings.guidance_scale * (noise_pred_text - noise_pred_uncond)
             latents = pipe.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
@@ -506,13 +532,3 @@ def _denoise(
                 latents = outputs.pop("latents", latents)
             bar.update()
     return latents
-
-
-def _decode(pipe, latents: torch.Tensor, output_type: str) -> list:
-    """The images of a batch of final latents, in ``output_type``."""
-    if output_type == "latent":
-        return list(latents)
-    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return list(
-        pipe.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=[True] * len(latents))
-    )

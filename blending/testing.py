@@ -119,12 +119,14 @@ def tiny_sdxl_pipeline(seed: int = 0):
     )
     torch.manual_seed(seed + 1)
     vae = _tiny_vae(scaling_factor=0.13025)  # SDXL's
+    # SDXL reads the encoders' penultimate layer, before the final layer norm: from CLIP's default
+    # initialisation those states are too small to steer a random U-Net, so these start 4x larger
     torch.manual_seed(seed + 2)
     tokenizer = tiny_tokenizer()
-    text_encoder = small_text_encoder(tokenizer, text_width)
+    text_encoder = small_text_encoder(tokenizer, text_width, initializer_factor=4.0)
     torch.manual_seed(seed + 3)
     tokenizer_2 = tiny_tokenizer()
-    text_encoder_2 = small_text_encoder(tokenizer_2, text_width, with_projection=True)
+    text_encoder_2 = small_text_encoder(tokenizer_2, text_width, with_projection=True, initializer_factor=4.0)
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from blending.embedded import tiny_pipeline
+from blending.testing import tiny_pipeline, tiny_sdxl_pipeline
 
 #: Few steps keep every test fast; the invariants do not depend on the count.
 STEPS = 4
@@ -25,9 +25,20 @@ def sd2_pipe():
     return _quiet(tiny_pipeline("sd2", seed=0))
 
 
-@pytest.fixture(scope="session", params=["sd1", "sd2"])
+@pytest.fixture(scope="session")
+def sdxl_pipe():
+    return _quiet(tiny_sdxl_pipeline(seed=0))
+
+
+@pytest.fixture(scope="session", params=["sd1", "sd2", "sdxl"])
 def pipe(request):
-    """Each test that takes ``pipe`` runs on both U-Net shapes."""
+    """Each test that takes ``pipe`` runs on SD 1.x's, SD 2.x's and SDXL's shapes."""
+    return request.getfixturevalue(f"{request.param}_pipe")
+
+
+@pytest.fixture(scope="session", params=["sd1", "sd2"])
+def sd_pipe(request):
+    """SD 1.x's and SD 2.x's shapes, for what only StableDiffusionPipeline has."""
     return request.getfixturevalue(f"{request.param}_pipe")
 
 

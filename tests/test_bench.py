@@ -26,8 +26,9 @@ def test_stock_one_call_per_image_costs_what_the_authors_strategy_saves_least(sd
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
-def test_stock_diffusers_one_image_at_a_time_gives_the_batched_images(pipe, ratio):
+def test_stock_diffusers_one_image_at_a_time_gives_the_batched_images(sd_pipe, ratio):
     """Every method, rebuilt with stock pipeline calls (callbacks, processors), equals blend's batch."""
+    pipe = sd_pipe
     batched = blend(
         pipe, "lion", "cat", ratio=ratio, seed=7, num_inference_steps=STEPS, output_type="np", progress=False
     )

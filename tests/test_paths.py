@@ -13,7 +13,7 @@ from diffusers import (
 
 from blending import METHODS, blend, load_pipeline
 from blending.bench import batch_sizes
-from blending.embedded import tiny_pipeline
+from blending.testing import tiny_pipeline
 
 from .conftest import STEPS
 from .test_blend import close
@@ -27,6 +27,7 @@ def run(pipe, ratio=0.5, **kwargs):
 
 
 def stock(pipe, prompt, **kwargs):
+    kwargs.setdefault("guidance_scale", 7.5)  # blend's default; stock SDXL's is 5.0
     return pipe(
         prompt, generator=torch.Generator().manual_seed(21), num_inference_steps=STEPS, output_type="np", **kwargs
     ).images[0]
@@ -144,13 +145,16 @@ def _unsupported_pipelines(sd1_pipe):
     )
     sdxl_shaped = StableDiffusionPipeline(**{**components, "unet": sdxl_unet}, requires_safety_checker=False)
     return {
-        "img2img": (img2img, "pipe must be a StableDiffusionPipeline .* got StableDiffusionImg2ImgPipeline"),
+        "img2img": (
+            img2img,
+            "pipe must be a StableDiffusionPipeline .* not supported; got StableDiffusionImg2ImgPipeline",
+        ),
         "inpainting U-Net": (inpainting, "pipe: its U-Net takes 9 input channels, not the VAE's 4"),
         "SDXL-style U-Net": (
             sdxl_shaped,
-            "pipe: its U-Net expects conditioning besides the text \\(addition_embed_type='text_time'",
+            "pipe: its U-Net's addition_embed_type is 'text_time', Stable Diffusion 1.x/2.x needs None",
         ),
-        "a VAE": (AutoencoderKL(), "pipe must be a StableDiffusionPipeline .* got AutoencoderKL"),
+        "a VAE": (AutoencoderKL(), "pipe must be a StableDiffusionPipeline .*; got AutoencoderKL"),
     }
 
 

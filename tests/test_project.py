@@ -51,6 +51,35 @@ def test_the_workflows_pass_actionlint():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_module_imports_another_modules_private_names():
+    """``from .x import _name`` and ``x._name`` couple one module to another's internals."""
+    import ast
+
+    offences = []
+    for path in sorted((ROOT / "blending").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        # the package's own modules by the names this file knows them by
+        ours = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                ours |= {alias.asname or alias.name for alias in node.names if alias.name.startswith("blending")}
+            elif isinstance(node, ast.ImportFrom) and (
+                (node.level > 0 and not node.module) or node.module == "blending"
+            ):
+                ours |= {alias.asname or alias.name for alias in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("blending")):
+                offences += [f"{path.name}: {alias.name}" for alias in node.names if _private(alias.name)]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours:
+                if _private(node.attr):
+                    offences.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert offences == []
+
+
 def test_no_formatter_markers_left_in_the_code():
     """ruff formats everything (make lint); a formatter marker would only keep a line out of it."""
     marker = "# fmt" + ": "  # spelled in two, so that this file does not match itself

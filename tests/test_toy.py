@@ -115,14 +115,14 @@ def test_the_toy_unet_is_wired_like_stable_diffusion(embedded):
     """Counted by the cross_attention_layout the methods use, on SD v1.4's own configuration:
     the training script's U-Net and the shipped one."""
     from blending.attention import cross_attention_layout
-    from blending.toy.report import sd_unet_skeleton
+    from blending.components import unet_skeleton
 
     def by_part(unet):
         layout = cross_attention_layout(unet)
         parts = [name.split(".")[0] for name in layout.names]
         return [parts.count(p) for p in ("down_blocks", "mid_block", "up_blocks")], layout.num_encoder_layers
 
-    assert by_part(sd_unet_skeleton()) == ([6, 1, 9], 7)
+    assert by_part(unet_skeleton("sd-v1-4")) == ([6, 1, 9], 7)
     assert by_part(toy.build_unet()) == ([6, 1, 9], 7)
     assert by_part(embedded.unet) == ([6, 1, 9], 7)
-    assert embedded.unet.config.down_block_types == sd_unet_skeleton().config.down_block_types
+    assert embedded.unet.config.down_block_types == unet_skeleton("sd-v1-4").config.down_block_types

@@ -7,6 +7,7 @@ import random
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..components import unet_skeleton
 from ..methods import METHODS
 from .study import ATTRIBUTES, DISTINCT_SOURCES, Share, attribute_of_prompt, source_of
 from .world import HELD_OUT, caption, render, sample_attributes
@@ -21,7 +22,6 @@ __all__ = [
     "order_table",
     "pairs_table",
     "scored_examples_table",
-    "sd_unet_skeleton",
     "wiring_table",
     "world_figure",
 ]
@@ -199,23 +199,9 @@ def _layers_by_part(unet) -> dict[str, int]:
     return {part: sum(n.startswith(part) for n in names) for part in ("down_blocks", "mid_block", "up_blocks")}
 
 
-def sd_unet_skeleton():
-    """Stable Diffusion v1.4's U-Net built without weights (on the meta device): its layout, no memory."""
-    import json
-
-    from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
-
-    from ..loading import EMBEDDED_PATH
-
-    config = json.loads((EMBEDDED_PATH.parent / "sd-v1-4-architecture.json").read_text())["unet"]
-    with init_empty_weights():
-        return UNet2DConditionModel(**config)
-
-
 def wiring_table(unet) -> str:
     """A markdown table: the toy U-Net's wiring next to Stable Diffusion v1.4's, counted the same way."""
-    sd = sd_unet_skeleton()
+    sd = unet_skeleton("sd-v1-4")
     rows = [("", "this model", "Stable Diffusion v1.4")]
     for name, get in (
         ("down blocks", lambda u: ", ".join(t.removesuffix("2D") for t in u.config.down_block_types)),
