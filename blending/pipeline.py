@@ -308,9 +308,9 @@ def blend(
             ``callback(pipe, i, timestep, {"latents": latents})``, where ``latents`` holds one
             row per image (prompt 1, prompt 2, then the blends); a returned ``"latents"``
             replaces them. Needs the whole comparison in one batch.
-        num_inference_steps, guidance_scale, height, width, negative_prompt, switch_step,
-            unet_pooled, output_type, max_batch_size: keyword settings, each described in
-            :class:`BlendSettings`.
+        **settings: the keyword settings ``num_inference_steps``, ``guidance_scale``,
+            ``height``, ``width``, ``negative_prompt``, ``switch_step``, ``unet_pooled``,
+            ``output_type`` and ``max_batch_size``, each described in :class:`BlendSettings`.
 
     Every image starts from the same initial noise and all of them are denoised together as one
     batch: one U-Net evaluation per step covers the whole comparison, classifier-free guidance
