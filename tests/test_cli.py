@@ -37,6 +37,16 @@ def test_blend_writes_the_images_the_triptych_and_the_settings(tmp_path):
     assert settings["elapsed_seconds"] > 0 and "torch" in settings["versions"] and settings["device"] == "cpu"
 
 
+def test_blend_runs_an_sdxl_folder(sdxl_pipe, tmp_path):
+    sdxl_pipe.save_pretrained(tmp_path / "sdxl", safe_serialization=True)
+    argv = ["blend", "lion", "cat", "--model", str(tmp_path / "sdxl"), "--steps", "2", "--seed", "3"]
+    code = main([*argv, "--methods", "unet", "--unet-pooled", "prompt_2", "--out", str(tmp_path / "out")])
+    assert code == 0
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert settings["pipeline"] == "StableDiffusionXLPipeline" and settings["unet_pooled"] == "prompt_2"
+    assert Image.open(tmp_path / "out" / "unet.png").size == (64, 64)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
