@@ -146,3 +146,33 @@ def test_load_pipeline_names_a_pipeline_it_does_not_support(sdxl_pipe, tmp_path)
     (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="FluxPipeline")))
     with pytest.raises(ValueError, match="model: .* is a FluxPipeline; blending needs"):
         load_pipeline(folder, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["euler", "euler-ancestral", "dpm-solver++-sde"])
+def test_sdxl_with_other_schedulers_matches_stock_and_batches_alike(sdxl_pipe, name):
+    """Schedulers (stochastic ones included) and max_batch_size work on SDXL as on SD."""
+    from diffusers import DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    scheduler_class, config = {
+        "euler": (EulerDiscreteScheduler, {}),
+        "euler-ancestral": (EulerAncestralDiscreteScheduler, {}),
+        "dpm-solver++-sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
+    }[name]
+    components = {
+        **sdxl_pipe.components,
+        "scheduler": scheduler_class.from_config(sdxl_pipe.scheduler.config, **config),
+    }
+    pipe = type(sdxl_pipe)(**components)
+    pipe.set_progress_bar_config(disable=True)
+    together = run(pipe)
+    in_twos = run(pipe, max_batch_size=2)
+    stock = pipe(
+        "cat",
+        generator=torch.Generator("cpu").manual_seed(21),
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        output_type="np",
+    ).images[0]
+    assert close(together.prompt_2, stock)
+    for method, image in together.blends.items():
+        assert close(in_twos.blends[method], image), method
