@@ -61,3 +61,23 @@ def test_a_range_error_names_the_allowed_range(sd1_pipe):
         blend(sd1_pipe, "lion", "cat", ratio=2)
     with pytest.raises(ValueError, match=rf"switch_step must be an integer in \[0, num_inference_steps={STEPS}\]"):
         blend(sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, switch_step=STEPS + 1)
+
+
+def test_an_unknown_setting_is_a_type_error_and_the_settings_are_in_the_signature(sd1_pipe):
+    import inspect
+    from dataclasses import fields
+
+    from blending import blend_seeds
+    from blending.pipeline import BlendSettings
+
+    with pytest.raises(TypeError, match="blend\\(\\) got an unexpected keyword argument 'num_steps'"):
+        blend(sd1_pipe, "lion", "cat", num_steps=3)
+    with pytest.raises(TypeError, match="blend_seeds\\(\\) got an unexpected keyword argument 'seed'"):
+        blend_seeds(sd1_pipe, "lion", "cat", seeds=[1], seed=1)
+    settings = {f.name: f.default for f in fields(BlendSettings)}
+    for function in (blend, blend_seeds):
+        parameters = inspect.signature(function).parameters
+        assert all(
+            parameters[name].default == settings[name] for name in settings if name not in ("prompt_1", "prompt_2")
+        )
+        assert not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
