@@ -253,6 +253,9 @@ def load_pipeline(
         folder = EMBEDDED_PATH
     elif Path(model_id).expanduser().is_dir():
         folder = Path(model_id).expanduser()
+    elif model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id:
+        # a Hub id is "owner/name": this is a path, and there is nothing to download
+        raise ValueError(f"model: no such folder {model_id!r}")
     else:
         folder = _download(model_id, variant)
     class_name = _pipeline_class(folder, model_id)

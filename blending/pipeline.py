@@ -26,6 +26,7 @@ __all__ = [
     "blend_seeds",
     "check_inputs",
     "check_pipeline",
+    "check_settings",
     "library_versions",
 ]
 
@@ -176,10 +177,9 @@ def check_pipeline(pipe) -> Family:
     return family
 
 
-def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> Family:
-    """The family of ``pipe``; a ``ValueError`` naming the parameter for any input :func:`blend`
-    cannot honour."""
-    family = check_pipeline(pipe)
+def check_settings(settings: BlendSettings) -> None:
+    """A ``ValueError`` naming the setting for anything that no pipeline could honour: checked
+    before a model is loaded (the command line does), and again by :func:`check_inputs`."""
     s = settings
     for name, prompt in (("prompt_1", s.prompt_1), ("prompt_2", s.prompt_2)):
         if not isinstance(prompt, str):
@@ -215,27 +215,30 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
             )
     if s.unet_pooled not in UNET_POOLED:
         raise ValueError(f"unet_pooled must be one of {list(UNET_POOLED)}, got {s.unet_pooled!r}")
-    if s.unet_pooled != "ratio":
-        if "unet" not in s.methods:
-            raise ValueError("unet_pooled is only used by the 'unet' method, which methods does not include")
-        if not family.has_pooled_embedding:
-            raise ValueError(f"unet_pooled: {family.name} has no pooled embedding (only SDXL has)")
+    if s.unet_pooled != "ratio" and "unet" not in s.methods:
+        raise ValueError("unet_pooled is only used by the 'unet' method, which methods does not include")
     for name, size in (("height", s.height), ("width", s.width)):
-        if size is None:
-            continue
-        if (
-            isinstance(size, bool)
-            or not isinstance(size, numbers.Integral)
-            or size <= 0
-            or size % pipe.vae_scale_factor
-        ):
-            raise ValueError(f"{name} must be a positive multiple of {pipe.vae_scale_factor}, got {size!r}")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0):
+            raise ValueError(f"{name} must be a positive integer, got {size!r}")
     if s.output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {s.output_type!r}")
     if s.max_batch_size is not None and (
         isinstance(s.max_batch_size, bool) or not isinstance(s.max_batch_size, numbers.Integral) or s.max_batch_size < 1
     ):
         raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {s.max_batch_size!r}")
+
+
+def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> Family:
+    """The family of ``pipe``; a ``ValueError`` naming the parameter for any input :func:`blend`
+    cannot honour."""
+    family = check_pipeline(pipe)
+    check_settings(settings)
+    s = settings
+    if s.unet_pooled != "ratio" and not family.has_pooled_embedding:
+        raise ValueError(f"unet_pooled: {family.name} has no pooled embedding (only SDXL has)")
+    for name, size in (("height", s.height), ("width", s.width)):
+        if size is not None and size % pipe.vae_scale_factor:
+            raise ValueError(f"{name} must be a positive multiple of {pipe.vae_scale_factor}, got {size!r}")
     if callback_on_step_end is not None and s.max_batch_size is not None and s.max_batch_size < s.images_per_comparison:
         raise ValueError(
             f"max_batch_size must be at least {s.images_per_comparison} (the images of one comparison) when "
@@ -259,6 +262,7 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"latents must be a tensor of shape {expected}, got {shape}")
     # PNDM evaluates its first step twice; any other extra evaluation has no step to follow
+    steps = s.num_inference_steps
     num_calls = len(retrieve_timesteps(pipe.scheduler, steps, pipe._execution_device)[0])
     if num_calls not in (steps, steps + 1):
         raise ValueError(

@@ -66,3 +66,32 @@ def test_a_bad_value_exits_2_with_one_line(tmp_path, capsys):
     assert main(["blend", "lion", "cat", "--ratio", "2", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "blending: error: ratio must be a number in [0, 1], got 2.0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ratio", "2"], "ratio must be a number in [0, 1], got 2.0"),
+        (["--steps", "0"], "num_inference_steps must be an integer >= 1"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 2**64 - 1]"),
+        (["--out", "/proc/no/such"], "--out: cannot create '/proc/no/such'"),
+        (["--model", "./no/such/model"], "model: no such folder './no/such/model'"),
+    ],
+)
+def test_arguments_are_checked_before_any_model_loads(argv, message, tmp_path, capsys, monkeypatch):
+    import blending.loading
+
+    loaded = []
+    real = blending.loading._download
+    monkeypatch.setattr(blending.loading, "_download", lambda *a: loaded.append(a) or real(*a))
+    args = ["blend", "lion", "cat", "--out", str(tmp_path / "out"), *argv]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert loaded == []
+
+
+def test_help_lists_both_subcommands_with_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "blending blend lion cat" in text and "blending sweep toy --out runs/toy" in text
