@@ -1,4 +1,5 @@
-"""Command line: ``python -m blending blend "lion" "cat" --methods switch --seed 21 --out DIR``."""
+"""Command line: ``python -m blending blend "lion" "cat" --methods switch --seed 21 --out DIR`` and
+``python -m blending sweep toy --out runs/toy``."""
 
 from __future__ import annotations
 
@@ -25,9 +26,19 @@ def _parser() -> argparse.ArgumentParser:
     from .loading import PAPER_MODEL
     from .methods import METHODS, UNET_POOLED
 
-    parser = _Parser(prog="blending", description="Blend two concepts with a diffusion model.")
+    parser = _Parser(
+        prog="blending",
+        description="Blend two concepts with a diffusion model.",
+        epilog="examples:\n  blending blend lion cat --out lion-cat\n  blending sweep toy --out runs/toy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = commands.add_parser("blend", help="blend two prompts and write the images")
+    run = commands.add_parser(
+        "blend",
+        help="blend two prompts with each method and write the images",
+        description="Blend two prompts with each method, beside both plain images, and write the PNGs.",
+        epilog="example: blending blend lion cat --methods switch unet --seed 21 --out lion-cat",
+    )
     run.add_argument("prompt_1")
     run.add_argument("prompt_2")
     run.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
@@ -52,36 +63,100 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--variant", help="weights variant, e.g. fp16 (SDXL base's half-size files)")
     run.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: all at once)")
     run.add_argument("--out", type=Path, required=True, help="folder for the PNGs and settings.json")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run every comparison of an experiment file, resumably",
+        description="Run an experiment: 'paper', 'toy' or a YAML file. Rerun the same command to resume.",
+        epilog="example: blending sweep toy --out runs/toy; on several GPUs: accelerate launch -m blending sweep ...",
+    )
+    sweep.add_argument("experiment", nargs="?", help="'paper', 'toy' or a YAML experiment file")
+    sweep.add_argument("--out", type=Path, help="folder for images/, index.sqlite and gallery.html")
+    sweep.add_argument("--gallery", type=Path, metavar="DIR", help="only (re)write DIR/gallery.html from its index")
+    sweep.add_argument("--model", help="instead of the experiment's model")
+    sweep.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    sweep.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: a chunk at once)")
+    sweep.add_argument("--force", action="store_true", help="start over in an --out of another experiment")
+    sweep.add_argument(
+        "--score", metavar="CLIP", help="add CLIP scores to the index: 'embedded', or a CLIP id or folder"
+    )
     return parser
+
+
+def _sweep(args) -> int:
+    from dataclasses import replace
+
+    from . import sweep
+
+    if args.gallery is not None:
+        print(sweep.write_gallery(args.gallery))
+        return 0
+    if args.experiment is None or args.out is None:
+        raise ValueError("sweep needs an EXPERIMENT and --out DIR (or --gallery DIR)")
+    experiment = sweep.load_experiment(args.experiment)  # every key checked before any model loads
+    if args.model:
+        experiment = replace(experiment, model=args.model)
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        raise ValueError(f"--max-batch-size must be an integer >= 1, got {args.max_batch_size}")
+    _make_out(args.out)
+    import torch
+    from accelerate import PartialState
+
+    # one process, or one of those accelerate launch (or torchrun) started; without CUDA they
+    # meet over gloo on the CPU
+    state = PartialState(cpu=not torch.cuda.is_available())
+    sweep.run_sweep(
+        experiment,
+        args.out,
+        device=args.device or (str(state.device) if state.num_processes > 1 else None),
+        max_batch_size=args.max_batch_size,
+        force=args.force,
+        progress=state.is_main_process,
+        process_index=state.process_index,
+        num_processes=state.num_processes,
+        score=args.score,
+    )
+    state.wait_for_everyone()
+    if state.is_main_process and state.num_processes > 1:
+        sweep.write_gallery(args.out)
+    logger.info("sweep done: %s", args.out)
+    return 0
+
+
+def _make_out(out: Path) -> None:
+    """Create the output folder, or one line saying why not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out: cannot create {str(out)!r} ({error.strerror})") from None
 
 
 def _blend(args) -> int:
     import torch
 
     from .loading import load_pipeline
-    from .pipeline import blend
+    from .pipeline import BlendSettings, blend, check_settings
     from .plot import triptych
 
     started = time.perf_counter()
+    settings = {
+        "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale,
+        "height": args.height,
+        "width": args.width,
+        "negative_prompt": args.negative_prompt,
+        "switch_step": args.switch_step,
+        "unet_pooled": args.unet_pooled,
+        "max_batch_size": args.max_batch_size,
+    }
+    # every argument, before a model (gigabytes, for Stable Diffusion) is loaded
+    check_settings(BlendSettings(args.prompt_1, args.prompt_2, tuple(args.methods), args.ratio, **settings))
+    if not 0 <= args.seed <= 2**64 - 1:
+        raise ValueError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed}")
+    _make_out(args.out)
     dtype = None if args.dtype is None else getattr(torch, args.dtype)
     pipe = load_pipeline(args.model, device=args.device, dtype=dtype, scheduler=args.scheduler, variant=args.variant)
-    result = blend(
-        pipe,
-        args.prompt_1,
-        args.prompt_2,
-        args.methods,
-        args.ratio,
-        seed=args.seed,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        height=args.height,
-        width=args.width,
-        negative_prompt=args.negative_prompt,
-        switch_step=args.switch_step,
-        unet_pooled=args.unet_pooled,
-        max_batch_size=args.max_batch_size,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
+    result = blend(pipe, args.prompt_1, args.prompt_2, args.methods, args.ratio, seed=args.seed, **settings)
     result.prompt_1.save(args.out / "prompt_1.png")
     result.prompt_2.save(args.out / "prompt_2.png")
     for method, image in result.blends.items():
@@ -99,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from .loading import ModelUnavailableError
 
     try:
-        return _blend(args)
+        return _sweep(args) if args.command == "sweep" else _blend(args)
     except ValueError as error:  # bad arguments that argparse could not see, e.g. ratio 2
         print(f"blending: error: {error}", file=sys.stderr)
         return 2

@@ -78,3 +78,25 @@ def test_the_figures_page_shows_every_published_figure(browser, site):
     page.screenshot(path=SCREENSHOTS / "published_figures.png", full_page=True)
     assert (SCREENSHOTS / "published_figures.png").stat().st_size > 0
     page.close()
+
+
+def test_a_toy_sweeps_gallery_opens_with_every_image(browser, tmp_path):
+    """blending sweep toy --out DIR, then DIR/gallery.html from disk, as a user would open it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs" / "toy"
+    subprocess.run(
+        [sys.executable, "-m", "blending", "sweep", "toy", "--out", str(out)], check=True, capture_output=True
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((out / "gallery.html").as_uri(), wait_until="load")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # let lazy images load
+    page.wait_for_load_state("networkidle")
+    images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.naturalWidth])")
+    assert len(images) == 36 and errors == []  # 3 pairs x 2 seeds x (2 plain + 4 methods)
+    assert [src for src, width in images if width == 0] == []
+    assert page.locator("h2").count() == 2  # the toy experiment's two categories
