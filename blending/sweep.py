@@ -42,6 +42,7 @@ __all__ = [
     "Pair",
     "comparisons",
     "load",
+    "gallery_html",
     "load_experiment",
     "run_sweep",
     "write_gallery",
@@ -458,9 +459,27 @@ def load(out: str | os.PathLike):
 def write_gallery(out: str | os.PathLike) -> Path:
     """``out/gallery.html``: one section per category, one row per comparison (prompt 1, prompt 2,
     each method), images referenced relatively, every prompt escaped as text."""
+    out = Path(out)
+    path = out / "gallery.html"
+    temporary = path.with_name(f".gallery.html.{os.getpid()}.tmp")
+    temporary.write_text(gallery_html(out), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def gallery_html(out: str | os.PathLike, *, inline: bool = False) -> str:
+    """The gallery of :func:`write_gallery` as text; with ``inline``, the images are embedded as
+    data URIs (for a notebook or a page that does not ship the folder)."""
+    import base64
     from html import escape
 
     out = Path(out)
+
+    def source(path: str) -> str:
+        if not inline:
+            return escape(path)
+        return "data:image/png;base64," + base64.b64encode((out / path).read_bytes()).decode("ascii")
+
     with sqlite3.connect(out / "index.sqlite") as connection:
         rows = connection.execute(
             "SELECT comparison, category, prompt_1, prompt_2, image, path FROM images ORDER BY comparison"
@@ -478,7 +497,7 @@ def write_gallery(out: str | os.PathLike) -> Path:
     for comparison, entry in sorted(by_comparison.items()):
         prompt_1, prompt_2 = (escape(p) for p in entry["prompts"])
         cells = "".join(
-            f'<td><img src="{escape(entry["images"][c])}" alt="{escape(c)}" loading="lazy"></td>'
+            f'<td><img src="{source(entry["images"][c])}" alt="{escape(c)}" loading="lazy"></td>'
             if c in entry["images"]
             else "<td></td>"
             for c in columns
@@ -492,14 +511,11 @@ def write_gallery(out: str | os.PathLike) -> Path:
         f"<h2>{escape(category or 'pairs')}</h2><table><tr><th></th>{head}</tr>{''.join(lines)}</table>"
         for category, lines in sections.items()
     )
+    style = "img{width:128px;height:128px}td,th{padding:2px;font-weight:normal;text-align:left}"
+    if inline:
+        return f"<div><style>{style}</style>{body}</div>"
     title = escape(f"blending sweep: {experiment.get('model', '')}")
-    html = (
+    return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        "<style>body{font-family:sans-serif}img{width:128px;height:128px}td,th{padding:2px}</style>"
-        f"</head><body><h1>{title}</h1>{body}</body></html>\n"
+        f"<style>body{{font-family:sans-serif}}{style}</style></head><body><h1>{title}</h1>{body}</body></html>\n"
     )
-    path = out / "gallery.html"
-    temporary = path.with_name(f".gallery.html.{os.getpid()}.tmp")
-    temporary.write_text(html, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
