@@ -35,7 +35,7 @@ import torch
 from . import PAPER_SEEDS
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
 from .components import architecture
-from .loading import optimize_unet
+from .loading import load_pipeline, optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
 from .pipeline import blend, blend_seeds, library_versions
 
@@ -465,6 +465,99 @@ def _table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_sweep(experiment_name: str = "toy", max_batch_size: int = 12) -> dict:
+    """Images per second of ``blending sweep`` against ``blend`` called once per comparison, in
+    one process with the same loaded model; then the command line with one process against two
+    (``accelerate launch``, over gloo on the CPU), start-up and model loading included."""
+    import os
+    import subprocess
+    import tempfile
+
+    from .pipeline import blend
+    from .sweep import comparisons, load_experiment, run_sweep
+
+    experiment = load_experiment(experiment_name)
+    pipe = load_pipeline(experiment.model)
+    pipe.set_progress_bar_config(disable=True)
+    work = Path(tempfile.mkdtemp())
+    planned = comparisons(experiment)
+    images = len(planned) * (2 + len(experiment.methods))
+    results: dict = {"experiment": experiment_name, "comparisons": len(planned), "images": images}
+
+    started = time.perf_counter()
+    run_sweep(experiment, work / "in-process", pipe=pipe, max_batch_size=max_batch_size, progress=False)
+    results["sweep_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for c in planned:
+        blend(
+            pipe,
+            c.prompt_1,
+            c.prompt_2,
+            experiment.methods,
+            c.ratio,
+            seed=c.seed,
+            progress=False,
+            num_inference_steps=experiment.num_inference_steps,
+            guidance_scale=experiment.guidance_scale,
+        )
+    results["blend_per_comparison_seconds"] = time.perf_counter() - started
+
+    command = ["-m", "blending", "sweep", experiment_name, "--max-batch-size", str(max_batch_size)]
+    threads = torch.get_num_threads()
+    runs = {
+        "1 process": ([sys.executable, *command], {"OMP_NUM_THREADS": str(threads)}),
+        "2 processes": (
+            [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--multi_gpu",
+                "--num_processes",
+                "2",
+                "--num_machines",
+                "1",
+                "--mixed_precision",
+                "no",
+                "--dynamo_backend",
+                "no",
+                *command,
+            ],
+            {"OMP_NUM_THREADS": str(max(1, threads // 2)), "CUDA_VISIBLE_DEVICES": ""},
+        ),
+    }
+    for name, (argv, env) in runs.items():
+        started = time.perf_counter()
+        subprocess.run(
+            [*argv, "--out", str(work / name.replace(" ", "-"))],
+            check=True,
+            capture_output=True,
+            env={**os.environ, **env},
+        )
+        results[f"command_seconds ({name})"] = time.perf_counter() - started
+    return results
+
+
+def _sweep_table(report: dict) -> str:
+    r = report["results"]
+
+    def rate(seconds: float) -> str:
+        return f"{r['images'] / seconds:.2f}"
+
+    lines = [
+        f"Sweep throughput: the `{r['experiment']}` experiment ({r['comparisons']} comparisons, {r['images']} images), "
+        f"{report['device_name']}, {report['date']}.",
+        "",
+        "| how | seconds | images per second |",
+        "| --- | --- | --- |",
+        f"| `run_sweep`, model loaded (chunks of seeds, max_batch_size 12) | {r['sweep_seconds']:.1f} | {rate(r['sweep_seconds'])} |",
+        f"| `blend` once per comparison, model loaded | {r['blend_per_comparison_seconds']:.1f} | {rate(r['blend_per_comparison_seconds'])} |",
+    ]
+    for name in ("1 process", "2 processes"):
+        seconds = r[f"command_seconds ({name})"]
+        lines.append(f"| `blending sweep`, {name}, start-up and loading included | {seconds:.1f} | {rate(seconds)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m blending.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small model and 3 runs: under 2 minutes on 2 CPU cores")
@@ -495,8 +588,27 @@ def main(argv: list[str] | None = None) -> int:
         default=T4_BUDGET_GIB,
         help="with --memory on cuda: the memory that the 'fits' column allows (default: a 16 GB T4's)",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="a sweep's images per second against blend per comparison, and 1 against 2 processes (CPU)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.sweep:
+        report = {
+            "device_name": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "date": time.strftime("%Y-%m-%d"),
+            "versions": library_versions(),
+            "results": measure_sweep(),
+        }
+        table = _sweep_table(report)
+        sys.stdout.write(table)
+        name = args.name or "sweep-cpu"
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / f"{name}.md").write_text(table)
+        return 0
 
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
