@@ -537,7 +537,7 @@ def measure_sweep(experiment_name: str = "toy", max_batch_size: int = 12) -> dic
     return results
 
 
-def _sweep_table(report: dict) -> str:
+def sweep_table(report: dict) -> str:
     r = report["results"]
 
     def rate(seconds: float) -> str:
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": library_versions(),
             "results": measure_sweep(),
         }
-        table = _sweep_table(report)
+        table = sweep_table(report)
         sys.stdout.write(table)
         name = args.name or "sweep-cpu"
         args.out.mkdir(parents=True, exist_ok=True)

@@ -36,3 +36,18 @@ def test_stock_diffusers_one_image_at_a_time_gives_the_batched_images(sd_pipe, r
     for name in ("prompt_1", "prompt_2", *METHODS):
         mine = getattr(batched, name) if name.startswith("prompt") else batched.blends[name]
         assert np.abs(mine - stock[name]).max() < 1e-5, name
+
+
+def test_the_committed_sweep_benchmark_is_of_the_toy_experiment_and_its_table():
+    import json
+    from pathlib import Path
+
+    from blending.bench import sweep_table
+    from blending.sweep import comparisons, load_experiment
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    report = json.loads((folder / "sweep-cpu.json").read_text())
+    toy = load_experiment("toy")
+    assert report["results"]["experiment"] == "toy"
+    assert report["results"]["images"] == len(comparisons(toy)) * (2 + len(toy.methods))
+    assert (folder / "sweep-cpu.md").read_text() == sweep_table(report)
