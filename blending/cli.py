@@ -135,7 +135,7 @@ def _blend(args) -> int:
     import torch
 
     from .loading import load_pipeline
-    from .pipeline import BlendSettings, blend, check_settings
+    from .pipeline import MAX_SEED, BlendSettings, blend, check_settings
     from .plot import triptych
 
     started = time.perf_counter()
@@ -151,7 +151,7 @@ def _blend(args) -> int:
     }
     # every argument, before a model (gigabytes, for Stable Diffusion) is loaded
     check_settings(BlendSettings(args.prompt_1, args.prompt_2, tuple(args.methods), args.ratio, **settings))
-    if not 0 <= args.seed <= 2**64 - 1:
+    if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed}")
     _make_out(args.out)
     dtype = None if args.dtype is None else getattr(torch, args.dtype)

@@ -19,6 +19,7 @@ from .families import SUPPORTED, Conditioning, Family, family_of
 from .methods import METHODS, UNET_POOLED, CrossAttentionLayout, Schedule, default_switch_step, plain
 
 __all__ = [
+    "MAX_SEED",
     "BlendResult",
     "BlendSettings",
     "OUTPUT_TYPES",
@@ -33,7 +34,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-_MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes unsigned 64-bit seeds
+#: The largest seed: torch.Generator.manual_seed takes unsigned 64-bit seeds.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -273,7 +275,7 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
 
 
 def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
 
 
@@ -502,10 +504,14 @@ def _denoise(
     # PNDM evaluates its first step twice: its first two calls belong to step 0
     num_warmup_calls = len(timesteps) - settings.num_inference_steps
     dtype = conditioning.embeds_1.dtype
-    token_weights = torch.tensor([s.step_weights for s in schedules], dtype=dtype, device=latents.device).T
-    pooled_weights = torch.tensor(
-        [s.pooled_weights or s.step_weights for s in schedules], dtype=dtype, device=latents.device
-    ).T
+    token_rows = [s.step_weights for s in schedules]
+    pooled_rows = [s.pooled_weights or s.step_weights for s in schedules]
+    token_weights = torch.tensor(token_rows, dtype=dtype, device=latents.device).T
+    pooled_weights = torch.tensor(pooled_rows, dtype=dtype, device=latents.device).T
+    # which steps change a row's prompt weights, decided on the host: no device sync in the loop
+    weights_at = [
+        (tuple(r[k] for r in token_rows), tuple(r[k] for r in pooled_rows)) for k in range(len(token_rows[0]))
+    ]
     first_conditional_row = len(schedules) if conditioning.guided else 0  # after the unconditional rows
     replacements = layer_replacements(
         schedules, layout, conditioning.embeds_1, conditioning.embeds_2, first_conditional_row
@@ -516,10 +522,7 @@ def _denoise(
     with row_conditioning(pipe.unet, replacements):
         for i, t in enumerate(timesteps):
             step = max(0, i - num_warmup_calls)
-            if previous_step is None or not (
-                torch.equal(token_weights[step], token_weights[previous_step])
-                and torch.equal(pooled_weights[step], pooled_weights[previous_step])
-            ):
+            if previous_step is None or weights_at[step] != weights_at[previous_step]:
                 unet_inputs = conditioning.unet_inputs(token_weights[step], pooled_weights[step])
             previous_step = step
 

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from .methods import METHODS
+from .pipeline import MAX_SEED
 
 __all__ = [
     "EXPERIMENTS",
@@ -65,7 +66,6 @@ _KEYS = {
     "pairs",
 }
 _PAIR_KEYS = {"prompt_1", "prompt_2", "category"}
-_MAX_SEED = 2**64 - 1
 
 
 class ExperimentError(ValueError):
@@ -149,7 +149,7 @@ def experiment_from_dict(data) -> Experiment:
         _check_number("ratios", ratio, 0, 1)
     seeds = _list(data, "seeds", [0])
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             _fail("seeds", f"every seed must be an integer in [0, 2**64 - 1], got {seed!r}")
     if len(set(seeds)) != len(seeds):
         _fail("seeds", "a seed is listed twice")
@@ -288,10 +288,14 @@ def _done(connection: sqlite3.Connection, images_per_comparison: int) -> set[str
 
 def _write_png(image, path: Path) -> str:
     """Write ``image`` under a temporary name, then rename: a file at ``path`` is always whole."""
+    import io
+
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    data = encoded.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(temporary, format="PNG")
-    data = temporary.read_bytes()
+    temporary.write_bytes(data)
     os.replace(temporary, path)
     return hashlib.sha256(data).hexdigest()
 

@@ -13,6 +13,9 @@ from .components import SD_SCHEDULER_CONFIG, byte_level_alphabet, clip_tokenizer
 
 __all__ = ["tiny_pipeline", "tiny_sdxl_pipeline", "tiny_tokenizer"]
 
+# What every tiny U-Net shares: 8x8 latents of 4 channels (64x64 images), SD's group norm.
+_TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, norm_num_groups=32)
+
 
 def tiny_tokenizer(model_max_length: int = 77):
     """A CLIP tokenizer whose vocabulary is the byte alphabet: every word is spelled out."""
@@ -40,9 +43,7 @@ def tiny_pipeline(variant: str = "sd1", seed: int = 0):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        **_TINY_UNET,
         layers_per_block=1,
         block_out_channels=(32, 64, 64),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -50,7 +51,6 @@ def tiny_pipeline(variant: str = "sd1", seed: int = 0):
         cross_attention_dim=text_width,
         attention_head_dim=(2, 4, 4) if sd2 else 8,
         use_linear_projection=sd2,
-        norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
     vae = _tiny_vae()
@@ -100,9 +100,7 @@ def tiny_sdxl_pipeline(seed: int = 0):
     text_width, time_width = 32, 8
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        **_TINY_UNET,
         layers_per_block=2,
         block_out_channels=(32, 32, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -115,7 +113,6 @@ def tiny_sdxl_pipeline(seed: int = 0):
         addition_time_embed_dim=time_width,
         # six size and crop numbers, each embedded in time_width, beside the pooled embedding
         projection_class_embeddings_input_dim=6 * time_width + text_width,
-        norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
     vae = _tiny_vae(scaling_factor=0.13025)  # SDXL's
