@@ -105,6 +105,11 @@ def _sweep(args) -> int:
     # one process, or one of those accelerate launch (or torchrun) started; without CUDA they
     # meet over gloo on the CPU
     state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes > 1:
+        # one process sets the index up; the others open it once it exists
+        if state.is_main_process:
+            sweep.prepare_index(args.out, experiment, force=args.force)
+        state.wait_for_everyone()
     sweep.run_sweep(
         experiment,
         args.out,

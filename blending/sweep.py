@@ -45,6 +45,7 @@ __all__ = [
     "load",
     "gallery_html",
     "load_experiment",
+    "prepare_index",
     "run_sweep",
     "write_gallery",
 ]
@@ -279,6 +280,21 @@ def _check_settings(connection: sqlite3.Connection, wanted: dict, force: bool, o
         for key, value in wanted.items():
             text = json.dumps(value, sort_keys=True)
             connection.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, text))
+
+
+def prepare_index(out: str | os.PathLike, experiment: Experiment, *, force: bool = False) -> None:
+    """Create ``out/index.sqlite`` in WAL mode and record (or check) the experiment, before several
+    processes open it: switching the journal mode or creating the tables while another process
+    does the same can fail with "database is locked" instead of waiting."""
+    from .pipeline import library_versions
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    connection = _connect(out)
+    try:
+        _check_settings(connection, {"experiment": experiment.as_dict(), "versions": library_versions()}, force, out)
+    finally:
+        connection.close()
 
 
 def _done(connection: sqlite3.Connection, images_per_comparison: int) -> set[str]:
