@@ -18,6 +18,7 @@ _EXPORTS = {
     "METHODS": "methods",
     "PAPER_MODEL": "loading",
     "BlendResult": "pipeline",
+    "InputError": "errors",
     "ModelUnavailableError": "loading",
     "blend": "pipeline",
     "blend_seeds": "pipeline",
