@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default="UniPCMultistepScheduler")
     run.add_argument("--variant", help="weights variant, e.g. fp16 (SDXL base's half-size files)")
     run.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: all at once)")
+    run.add_argument(
+        "--generator-device",
+        default="cpu",
+        help="where the seed's noise is drawn (default cpu, as diffusers recommends; cuda: the paper authors' noise)",
+    )
     run.add_argument("--out", type=Path, required=True, help="folder for the PNGs and settings.json")
 
     sweep = commands.add_parser(
@@ -153,6 +158,7 @@ def _blend(args) -> int:
         "switch_step": args.switch_step,
         "unet_pooled": args.unet_pooled,
         "max_batch_size": args.max_batch_size,
+        "generator_device": args.generator_device,
     }
     # every argument, before a model (gigabytes, for Stable Diffusion) is loaded
     check_settings(BlendSettings(args.prompt_1, args.prompt_2, tuple(args.methods), args.ratio, **settings))

@@ -15,6 +15,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from tqdm.auto import tqdm
 
 from .attention import cross_attention_layout, layer_replacements, row_conditioning
+from .errors import InputError
 from .families import SUPPORTED, Conditioning, Family, family_of
 from .methods import METHODS, UNET_POOLED, CrossAttentionLayout, Schedule, default_switch_step, plain
 
@@ -95,6 +96,12 @@ class BlendSettings:
             VAE call), before classifier-free guidance doubles the rows. ``None``: every image of
             the call at once. Smaller batches run one after the other and give the same images
             (to float tolerance) in less memory.
+        generator_device: where the ``torch.Generator`` of each seed lives, and so which random
+            numbers a seed gives: it draws the initial noise and the per-step noise of stochastic
+            schedulers. ``"cpu"`` (default) gives the same images on every machine, as diffusers
+            recommends; ``"cuda"`` draws the noise as the paper's authors did, with
+            ``torch.Generator("cuda").manual_seed(seed)``. Other than ``"cpu"``, it must be the
+            pipeline's device.
     """
 
     prompt_1: str
@@ -110,6 +117,7 @@ class BlendSettings:
     unet_pooled: str = "ratio"
     output_type: str = "pil"
     max_batch_size: int | None = None
+    generator_device: str = "cpu"
 
     @property
     def images_per_comparison(self) -> int:
@@ -228,6 +236,64 @@ def check_settings(settings: BlendSettings) -> None:
         isinstance(s.max_batch_size, bool) or not isinstance(s.max_batch_size, numbers.Integral) or s.max_batch_size < 1
     ):
         raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {s.max_batch_size!r}")
+    _check_generator_device(s.generator_device)
+
+
+def _check_generator_device(name) -> None:
+    """An :class:`InputError` unless a ``torch.Generator`` can live on the device ``name``."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InputError(f"generator_device must be a device such as 'cpu', 'cuda' or 'mps', got {name!r}") from None
+    if device.type == "cuda":
+        available = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    elif device.type == "mps":
+        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    else:
+        try:
+            torch.Generator(device)
+            available = True
+        except RuntimeError:
+            available = False
+    if not available:
+        raise InputError(f"generator_device: {name!r} is not available on this machine; 'cpu' always is")
+
+
+def _resolved(device: torch.device) -> torch.device:
+    """``device`` with its index: ``cuda`` is the current CUDA device."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.type == "mps" and device.index is None:
+        return torch.device("mps", 0)
+    return device
+
+
+def _check_generator_placement(pipe, generator_device: str, generator) -> None:
+    """An :class:`InputError` for a generator that cannot draw the noise of ``pipe``'s latents.
+
+    diffusers draws with a CPU generator on the CPU and moves the noise; any other generator must
+    be on the latents' device.
+    """
+    execution = _resolved(torch.device(pipe._execution_device))
+    if generator is not None:
+        own = _resolved(generator.device)
+        if str(generator_device) != "cpu" and _resolved(torch.device(generator_device)) != own:
+            raise InputError(
+                f"generator_device: {generator_device!r} disagrees with the generator's device {str(own)!r}; "
+                "pass one of them"
+            )
+        if own.type != "cpu" and own != execution:
+            raise InputError(
+                f"generator: it is on {str(own)!r}, the pipeline on {str(execution)!r}; a generator draws the "
+                "noise on the CPU or on the pipeline's device"
+            )
+        return
+    device = _resolved(torch.device(generator_device))
+    if device.type != "cpu" and device != execution:
+        raise InputError(
+            f"generator_device: {generator_device!r} is not the pipeline's device {str(execution)!r}; "
+            "the noise is drawn on the CPU or on the pipeline's device"
+        )
 
 
 def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> Family:
@@ -252,6 +318,7 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
         _check_seed(seed)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be one torch.Generator, got {type(generator).__name__}")
+    _check_generator_placement(pipe, s.generator_device, generator)
     if latents is not None:
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         expected = (
@@ -302,8 +369,9 @@ def blend(
             (see :func:`blending.load_pipeline`); any scheduler that evaluates the U-Net once per
             step.
         prompt_1, prompt_2, methods, ratio: the comparison; see :class:`BlendSettings`.
-        seed: seed of the CPU ``torch.Generator`` that draws the noise, as diffusers' pipelines
-            draw it for one image; 0 when neither ``seed`` nor ``generator`` is given.
+        seed: seed of the ``torch.Generator`` on ``generator_device`` (the CPU by default) that
+            draws the noise, as diffusers' pipelines draw it for one image; 0 when neither
+            ``seed`` nor ``generator`` is given.
         generator: a ``torch.Generator`` to draw the noise with, instead of ``seed``.
         latents: the initial noise itself, of shape ``1 x C x H/f x W/f``. The noise that
             stochastic schedulers add at each step still comes from ``generator`` or ``seed``
@@ -316,7 +384,8 @@ def blend(
             replaces them. Needs the whole comparison in one batch.
         **settings: the keyword settings ``num_inference_steps``, ``guidance_scale``,
             ``height``, ``width``, ``negative_prompt``, ``switch_step``, ``unet_pooled``,
-            ``output_type`` and ``max_batch_size``, each described in :class:`BlendSettings`.
+            ``output_type``, ``max_batch_size`` and ``generator_device``, each described in
+            :class:`BlendSettings`.
 
     Every image starts from the same initial noise and all of them are denoised together as one
     batch: one U-Net evaluation per step covers the whole comparison, classifier-free guidance
@@ -330,7 +399,9 @@ def blend(
     noise_source = "latents" if latents is not None else "generator" if generator is not None else "seed"
     if generator is None:
         seed = 0 if seed is None else seed
-        generator = torch.Generator("cpu").manual_seed(seed)
+        generator = torch.Generator(blend_settings.generator_device).manual_seed(seed)
+    else:  # the settings say where the noise was drawn
+        blend_settings = replace(blend_settings, generator_device=str(generator.device))
     noise = _Noise(seed, noise_source, generator, latents)
     (result,) = _blend(pipe, family, blend_settings, [noise], progress, callback_on_step_end)
     return result
@@ -364,7 +435,8 @@ def blend_seeds(
         _check_seed(seed)
     family = check_inputs(pipe, blend_settings, None, None, None)
     blend_settings = replace(blend_settings, methods=tuple(methods))
-    noises = [_Noise(seed, "seed", torch.Generator("cpu").manual_seed(seed), None) for seed in seeds]
+    device = blend_settings.generator_device
+    noises = [_Noise(seed, "seed", torch.Generator(device).manual_seed(seed), None) for seed in seeds]
     return _blend(pipe, family, blend_settings, noises, progress, None)
 
 
@@ -452,6 +524,7 @@ def _blend(
         "height": int(height),
         "width": int(width),
         "switch_step": switch_step,
+        "generator_device": str(s.generator_device),
         "seed": None,  # each result's own, below
         "noise": None,
         "pipeline": type(pipe).__name__,

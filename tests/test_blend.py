@@ -213,3 +213,58 @@ def test_blend_seeds_checks_its_seeds(sd1_pipe):
     for seeds in ([], [1, -1], 5):
         with pytest.raises(ValueError, match="seed"):
             blend_seeds(sd1_pipe, "lion", "cat", seeds=seeds)
+
+
+def test_generator_device_cpu_is_the_default_bit_for_bit(sd1_pipe):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from .test_schedulers import with_scheduler
+
+    # a stochastic scheduler draws its per-step noise from the generator too
+    pipe = with_scheduler(sd1_pipe, EulerAncestralDiscreteScheduler)
+    default, on_cpu = run(pipe, methods=("switch",)), run(pipe, methods=("switch",), generator_device="cpu")
+    assert on_cpu.settings["generator_device"] == default.settings["generator_device"] == "cpu"
+    assert np.array_equal(default.blends["switch"], on_cpu.blends["switch"])
+    assert np.array_equal(default.prompt_1, on_cpu.prompt_1)
+    (seeded,) = blend_seeds(
+        pipe,
+        "lion",
+        "cat",
+        ("switch",),
+        seeds=[21],
+        generator_device="cpu",
+        num_inference_steps=STEPS,
+        output_type="np",
+    )
+    assert np.array_equal(seeded.blends["switch"], default.blends["switch"])
+    assert seeded.settings["generator_device"] == "cpu"
+
+
+_ON_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="the authors' convention needs CUDA")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=_ON_CUDA)])
+def test_the_initial_noise_is_the_seeds_draw_on_the_generator_device(sd1_pipe, device):
+    """With "cuda", the authors' draw: torch.randn(..., generator=torch.Generator("cuda").manual_seed(seed))."""
+    from blending.testing import tiny_pipeline
+
+    pipe = sd1_pipe if device == "cpu" else tiny_pipeline("sd1", seed=0).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    unet_inputs = []
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: unet_inputs.append(args[0].clone()))
+    try:
+        run(pipe, methods=("switch",), seed=21, generator_device=device)
+    finally:
+        handle.remove()
+    authors = torch.randn((1, 4, 8, 8), generator=torch.Generator(device).manual_seed(21), device=device)
+    # UniPC's first U-Net input is the initial noise itself (sigma 1, no input scaling), in every row
+    assert pipe.scheduler.init_noise_sigma == 1.0
+    first = unet_inputs[0]
+    assert first.device.type == device and len(first) == 2 * 3
+    for row in first:
+        assert torch.equal(row, authors[0])
+
+
+def test_an_explicit_generator_is_recorded_with_its_device(sd1_pipe):
+    result = run(sd1_pipe, methods=("switch",), seed=None, generator=torch.Generator("cpu").manual_seed(21))
+    assert result.settings["generator_device"] == "cpu" and result.settings["noise"] == "generator"

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from blending.cli import main
@@ -24,6 +25,8 @@ def test_blend_writes_the_images_the_triptych_and_the_settings(tmp_path):
             "2",
             "--scheduler",
             "EulerAncestralDiscreteScheduler",
+            "--generator-device",
+            "cpu",
             "--out",
             str(tmp_path),
         ]
@@ -34,6 +37,7 @@ def test_blend_writes_the_images_the_triptych_and_the_settings(tmp_path):
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["seed"] == 21 and settings["methods"] == ["switch"] and settings["model"] == "embedded"
     assert settings["max_batch_size"] == 2 and settings["scheduler"] == "EulerAncestralDiscreteScheduler"
+    assert settings["generator_device"] == "cpu"
     assert settings["elapsed_seconds"] > 0 and "torch" in settings["versions"] and settings["device"] == "cpu"
 
 
@@ -76,6 +80,7 @@ def test_a_bad_value_exits_2_with_one_line(tmp_path, capsys):
         (["--seed", "-1"], "--seed must be an integer in [0, 2**64 - 1]"),
         (["--out", "/proc/no/such"], "--out: cannot create '/proc/no/such'"),
         (["--model", "./no/such/model"], "model: no such folder './no/such/model'"),
+        (["--generator-device", "nonsense"], "generator_device must be a device such as 'cpu', 'cuda' or 'mps'"),
     ],
 )
 def test_arguments_are_checked_before_any_model_loads(argv, message, tmp_path, capsys, monkeypatch):
@@ -95,3 +100,13 @@ def test_help_lists_both_subcommands_with_an_example(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "blending blend lion cat" in text and "blending sweep toy --out runs/toy" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_generator_device_cuda_without_cuda_is_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import blending.loading
+
+    monkeypatch.setattr(blending.loading, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    assert main(["blend", "lion", "cat", "--generator-device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["blending: error: generator_device: 'cuda' is not available on this machine; 'cpu' always is"]

@@ -81,3 +81,50 @@ def test_an_unknown_setting_is_a_type_error_and_the_settings_are_in_the_signatur
             parameters[name].default == settings[name] for name in settings if name not in ("prompt_1", "prompt_2")
         )
         assert not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:99", "mps", "meta", "nonsense", 3])
+def test_an_unusable_generator_device_is_an_input_error_before_any_work(sd1_pipe, device):
+    # "cuda" without CUDA is not available; with CUDA it is not the CPU pipeline's device
+    from blending import InputError
+
+    calls = []
+    handle = sd1_pipe.unet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(InputError, match="^generator_device"):
+            blend(sd1_pipe, "lion", "cat", generator_device=device, num_inference_steps=STEPS, progress=False)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_check_settings_refuses_cuda_without_cuda_before_a_model_loads():
+    from blending import InputError
+    from blending.pipeline import BlendSettings, check_settings
+
+    with pytest.raises(InputError, match="^generator_device: 'cuda' is not available on this machine"):
+        check_settings(BlendSettings("lion", "cat", generator_device="cuda"))
+
+
+def test_a_generator_device_that_disagrees_with_the_generator_is_an_input_error(sd1_pipe, monkeypatch):
+    import blending.pipeline
+    from blending import InputError
+
+    kwargs = {"generator": torch.Generator("cpu"), "num_inference_steps": STEPS, "progress": False}
+    with pytest.raises(InputError, match="^generator_device"):
+        blend(sd1_pipe, "lion", "cat", generator_device="meta", **kwargs)
+    # past the availability check (as on a machine with CUDA), the disagreement itself
+    monkeypatch.setattr(blending.pipeline, "_check_generator_device", lambda name: None)
+    with pytest.raises(InputError, match="^generator_device: 'cuda:0' disagrees with the generator's device 'cpu'"):
+        blend(sd1_pipe, "lion", "cat", generator_device="cuda:0", **kwargs)
+
+
+def test_generator_device_is_in_the_signatures_with_default_cpu():
+    import inspect
+
+    from blending import blend_seeds
+
+    for function in (blend, blend_seeds):
+        parameter = inspect.signature(function).parameters["generator_device"]
+        assert parameter.default == "cpu" and parameter.kind == inspect.Parameter.KEYWORD_ONLY
