@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import interpolate
+from .errors import InputError
 
 __all__ = ["FAMILIES", "SUPPORTED", "Conditioning", "Family", "StableDiffusion", "StableDiffusionXL", "family_of"]
 
@@ -179,10 +180,10 @@ FAMILIES: tuple[Family, ...] = (StableDiffusion(), StableDiffusionXL())
 
 
 def family_of(pipe) -> Family:
-    """The family of ``pipe``; a ``ValueError`` naming ``pipe`` and what is supported otherwise."""
+    """The family of ``pipe``; an :class:`~blending.InputError` naming ``pipe`` and what is supported otherwise."""
     import diffusers
 
     for family in FAMILIES:
         if isinstance(pipe, getattr(diffusers, family.pipeline_class)):
             return family
-    raise ValueError(f"pipe must be {SUPPORTED}; got {type(pipe).__name__}")
+    raise InputError(f"pipe must be {SUPPORTED}; got {type(pipe).__name__}")

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import torch
 
+from .errors import InputError
+
 __all__ = [
     "EMBEDDED_PATH",
     "ModelUnavailableError",
     "PAPER_MODEL",
+    "check_device",
     "check_safetensors",
     "dtype_kwarg",
     "load_pipeline",
@@ -60,13 +63,36 @@ class ModelUnavailableError(OSError):
         )
 
 
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device``; an :class:`~blending.InputError` naming ``name`` unless
+    it is a device of this machine ("cuda" without CUDA is not, nor "mps" without MPS)."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"{name} must be a device such as 'cpu', 'cuda' or 'mps', got {device!r}") from None
+    if resolved.type == "cuda":
+        available = torch.cuda.is_available() and (resolved.index or 0) < torch.cuda.device_count()
+    elif resolved.type == "mps":
+        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    else:  # what a tensor cannot live on cannot hold a generator either
+        try:
+            torch.Generator(resolved)
+            available = True
+        except RuntimeError:
+            available = False
+    if not available:
+        raise InputError(f"{name}: {device!r} is not available on this machine; 'cpu' always is")
+    return resolved
+
+
 def resolve_device(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> tuple[torch.device, torch.dtype]:
     """The device and dtype :func:`load_pipeline` uses for these arguments.
 
     ``device`` defaults to cuda if available, else mps, else cpu; ``dtype`` to float16 on cuda and
-    float32 elsewhere. Raises ValueError for a dtype that is not a torch.dtype, or float16 on cpu.
+    float32 elsewhere. Raises :class:`~blending.InputError` for a device this machine does not
+    have, a dtype that is not a torch.dtype, or float16 on cpu.
     """
     if device is None:
         if torch.cuda.is_available():
@@ -75,13 +101,13 @@ def resolve_device(
             device = "mps"
         else:
             device = "cpu"
-    device = torch.device(device)
+    device = check_device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+        raise InputError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
     if dtype == torch.float16 and device.type == "cpu":
-        raise ValueError("dtype: float16 is not supported on cpu; use torch.float32 (or a cuda device)")
+        raise InputError("dtype: float16 is not supported on cpu; use torch.float32 (or a cuda device)")
     return device, dtype
 
 
@@ -96,7 +122,7 @@ def check_safetensors(folder: Path, model: str, component: str | None = None) ->
             p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".pth", ".h5", ".msgpack")
         )
         where = f" in {component}/" if component else ""
-        raise ValueError(
+        raise InputError(
             f"model: {model!r} has no safetensors weights{where} (found {found or 'none'}). "
             "blending loads safetensors only, because pickled weights can run code when loaded; "
             "convert the checkpoint with save_pretrained(..., safe_serialization=True)."
@@ -104,7 +130,7 @@ def check_safetensors(folder: Path, model: str, component: str | None = None) ->
 
 
 def _pipeline_class(folder: Path, model: str) -> str:
-    """The pipeline class that ``folder`` (a diffusers layout) declares; a ``ValueError`` naming
+    """The pipeline class that ``folder`` (a diffusers layout) declares; an ``InputError`` naming
     ``model`` unless blending supports it and its weights are safetensors."""
     import json
 
@@ -112,13 +138,13 @@ def _pipeline_class(folder: Path, model: str) -> str:
 
     index = folder / "model_index.json"
     if not index.is_file():
-        raise ValueError(f"model: {model!r} has no model_index.json; expected a diffusers pipeline folder")
+        raise InputError(f"model: {model!r} has no model_index.json; expected a diffusers pipeline folder")
     class_name = json.loads(index.read_text()).get("_class_name")
     if class_name not in _PIPELINES:
-        raise ValueError(f"model: {model!r} is a {class_name}; blending needs {SUPPORTED}")
+        raise InputError(f"model: {model!r} is a {class_name}; blending needs {SUPPORTED}")
     for component in _PIPELINES[class_name][0]:
         if not (folder / component).is_dir():
-            raise ValueError(f"model: {model!r} has no {component}/ folder; expected a diffusers {class_name} layout")
+            raise InputError(f"model: {model!r} has no {component}/ folder; expected a diffusers {class_name} layout")
         check_safetensors(folder / component, model, component)
     return class_name
 
@@ -155,7 +181,7 @@ def dtype_kwarg(library: str, dtype: torch.dtype) -> dict:
 
     renamed_in = {"diffusers": (0, 40), "transformers": (5,)}
     if library not in renamed_in:
-        raise ValueError(f"library must be one of {sorted(renamed_in)}, got {library!r}")
+        raise InputError(f"library must be one of {sorted(renamed_in)}, got {library!r}")
     version = _version(importlib.import_module(library).__version__)
     return {"dtype" if version >= renamed_in[library] else "torch_dtype": dtype}
 
@@ -234,8 +260,9 @@ def load_pipeline(
     loaded (as in the paper): images are returned as the model draws them.
 
     Raises:
-        ValueError: for a bad ``device``, ``dtype``, ``scheduler``, a checkpoint without
-            safetensors weights, or a pipeline other than SD 1.x/2.x and SDXL text to image.
+        InputError: (a ``ValueError``) for a bad ``model`` folder, ``device``, ``dtype`` or
+            ``scheduler``, a checkpoint without safetensors weights, or a pipeline other than
+            SD 1.x/2.x and SDXL text to image.
         ModelUnavailableError: for a repo id that is not cached while offline.
     """
     import diffusers
@@ -244,7 +271,7 @@ def load_pipeline(
     device, dtype = resolve_device(device, dtype)
     scheduler_class = getattr(diffusers, scheduler, None) if isinstance(scheduler, str) else None
     if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
-        raise ValueError(
+        raise InputError(
             f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}"
         )
 
@@ -255,7 +282,7 @@ def load_pipeline(
         folder = Path(model_id).expanduser()
     elif model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id:
         # a Hub id is "owner/name": this is a path, and there is nothing to download
-        raise ValueError(f"model: no such folder {model_id!r}")
+        raise InputError(f"model: no such folder {model_id!r}")
     else:
         folder = _download(model_id, variant)
     class_name = _pipeline_class(folder, model_id)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .attention import cross_attention_layout, layer_replacements, row_conditioning
 from .errors import InputError
 from .families import SUPPORTED, Conditioning, Family, family_of
+from .loading import check_device
 from .methods import METHODS, UNET_POOLED, CrossAttentionLayout, Schedule, default_switch_step, plain
 
 __all__ = [
@@ -154,7 +155,7 @@ def _with_settings_in_signature(function):
 
 
 def check_pipeline(pipe) -> Family:
-    """The family of ``pipe``; a ``ValueError`` naming ``pipe`` unless the methods can run on it.
+    """The family of ``pipe``; an :class:`~blending.InputError` naming ``pipe`` unless the methods can run on it.
 
     Supported: ``StableDiffusionPipeline`` (SD 1.x and 2.x) and ``StableDiffusionXLPipeline``
     (SDXL base), text to image, epsilon or v prediction, with a scheduler that evaluates the
@@ -163,24 +164,24 @@ def check_pipeline(pipe) -> Family:
     family = family_of(pipe)
     unet = pipe.unet.config
     if unet.in_channels != pipe.vae.config.latent_channels:
-        raise ValueError(
+        raise InputError(
             f"pipe: its U-Net takes {unet.in_channels} input channels, not the VAE's {pipe.vae.config.latent_channels} "
             f"(an inpainting U-Net?); blending needs {SUPPORTED}"
         )
     if getattr(unet, "addition_embed_type", None) != family.addition_embed_type:
-        raise ValueError(
+        raise InputError(
             f"pipe: its U-Net's addition_embed_type is {getattr(unet, 'addition_embed_type', None)!r}, "
             f"{family.name} needs {family.addition_embed_type!r}; blending needs {SUPPORTED}"
         )
     for key in ("class_embed_type", "time_cond_proj_dim"):
         if getattr(unet, key, None) is not None:
-            raise ValueError(
+            raise InputError(
                 f"pipe: its U-Net expects conditioning besides the text ({key}={getattr(unet, key)!r}); "
                 f"blending needs {SUPPORTED}"
             )
     scheduler = type(pipe.scheduler).__name__
     if getattr(pipe.scheduler, "order", 1) != 1:
-        raise ValueError(
+        raise InputError(
             f"pipe: its scheduler {scheduler} evaluates the U-Net {pipe.scheduler.order} times per step; blending "
             "needs one evaluation per step (UniPC, DDIM, PNDM, LMS, Euler, DPM-Solver++, ...)"
         )
@@ -188,75 +189,55 @@ def check_pipeline(pipe) -> Family:
 
 
 def check_settings(settings: BlendSettings) -> None:
-    """A ``ValueError`` naming the setting for anything that no pipeline could honour: checked
+    """An :class:`~blending.InputError` naming the setting for anything that no pipeline could honour: checked
     before a model is loaded (the command line does), and again by :func:`check_inputs`."""
     s = settings
     for name, prompt in (("prompt_1", s.prompt_1), ("prompt_2", s.prompt_2)):
         if not isinstance(prompt, str):
-            raise ValueError(f"{name} must be a string, got {type(prompt).__name__}")
+            raise InputError(f"{name} must be a string, got {type(prompt).__name__}")
     if s.negative_prompt is not None and not isinstance(s.negative_prompt, str):
-        raise ValueError(f"negative_prompt must be a string or None, got {type(s.negative_prompt).__name__}")
+        raise InputError(f"negative_prompt must be a string or None, got {type(s.negative_prompt).__name__}")
     if isinstance(s.methods, str) or not isinstance(s.methods, Sequence):
-        raise ValueError(f"methods must be a sequence of method names such as ('switch',), got {s.methods!r}")
+        raise InputError(f"methods must be a sequence of method names such as ('switch',), got {s.methods!r}")
     if len(s.methods) == 0:
-        raise ValueError(f"methods must name at least one of {list(METHODS)}")
+        raise InputError(f"methods must name at least one of {list(METHODS)}")
     unknown = [m for m in s.methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"methods: unknown method {unknown[0]!r}; choose from {list(METHODS)}")
+        raise InputError(f"methods: unknown method {unknown[0]!r}; choose from {list(METHODS)}")
     if len(set(s.methods)) != len(s.methods):
-        raise ValueError(f"methods must not repeat a method, got {list(s.methods)}")
+        raise InputError(f"methods must not repeat a method, got {list(s.methods)}")
     if isinstance(s.ratio, bool) or not isinstance(s.ratio, numbers.Real) or not 0 <= s.ratio <= 1:
-        raise ValueError(f"ratio must be a number in [0, 1], got {s.ratio!r}")
+        raise InputError(f"ratio must be a number in [0, 1], got {s.ratio!r}")
     steps = s.num_inference_steps
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
+        raise InputError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
     if isinstance(s.guidance_scale, bool) or not isinstance(s.guidance_scale, numbers.Real):
-        raise ValueError(f"guidance_scale must be a number, got {s.guidance_scale!r}")
+        raise InputError(f"guidance_scale must be a number, got {s.guidance_scale!r}")
     if s.switch_step is not None:
         if "switch" not in s.methods:
-            raise ValueError("switch_step is only used by the 'switch' method, which methods does not include")
+            raise InputError("switch_step is only used by the 'switch' method, which methods does not include")
         if (
             isinstance(s.switch_step, bool)
             or not isinstance(s.switch_step, numbers.Integral)
             or not 0 <= s.switch_step <= steps
         ):
-            raise ValueError(
+            raise InputError(
                 f"switch_step must be an integer in [0, num_inference_steps={steps}], got {s.switch_step!r}"
             )
     if s.unet_pooled not in UNET_POOLED:
-        raise ValueError(f"unet_pooled must be one of {list(UNET_POOLED)}, got {s.unet_pooled!r}")
+        raise InputError(f"unet_pooled must be one of {list(UNET_POOLED)}, got {s.unet_pooled!r}")
     if s.unet_pooled != "ratio" and "unet" not in s.methods:
-        raise ValueError("unet_pooled is only used by the 'unet' method, which methods does not include")
+        raise InputError("unet_pooled is only used by the 'unet' method, which methods does not include")
     for name, size in (("height", s.height), ("width", s.width)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0):
-            raise ValueError(f"{name} must be a positive integer, got {size!r}")
+            raise InputError(f"{name} must be a positive integer, got {size!r}")
     if s.output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {s.output_type!r}")
+        raise InputError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {s.output_type!r}")
     if s.max_batch_size is not None and (
         isinstance(s.max_batch_size, bool) or not isinstance(s.max_batch_size, numbers.Integral) or s.max_batch_size < 1
     ):
-        raise ValueError(f"max_batch_size must be an integer >= 1 or None, got {s.max_batch_size!r}")
-    _check_generator_device(s.generator_device)
-
-
-def _check_generator_device(name) -> None:
-    """An :class:`InputError` unless a ``torch.Generator`` can live on the device ``name``."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise InputError(f"generator_device must be a device such as 'cpu', 'cuda' or 'mps', got {name!r}") from None
-    if device.type == "cuda":
-        available = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-    elif device.type == "mps":
-        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    else:
-        try:
-            torch.Generator(device)
-            available = True
-        except RuntimeError:
-            available = False
-    if not available:
-        raise InputError(f"generator_device: {name!r} is not available on this machine; 'cpu' always is")
+        raise InputError(f"max_batch_size must be an integer >= 1 or None, got {s.max_batch_size!r}")
+    check_device(s.generator_device, "generator_device")
 
 
 def _resolved(device: torch.device) -> torch.device:
@@ -297,27 +278,27 @@ def _check_generator_placement(pipe, generator_device: str, generator) -> None:
 
 
 def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callback_on_step_end=None) -> Family:
-    """The family of ``pipe``; a ``ValueError`` naming the parameter for any input :func:`blend`
+    """The family of ``pipe``; an :class:`~blending.InputError` naming the parameter for any input :func:`blend`
     cannot honour."""
     family = check_pipeline(pipe)
     check_settings(settings)
     s = settings
     if s.unet_pooled != "ratio" and not family.has_pooled_embedding:
-        raise ValueError(f"unet_pooled: {family.name} has no pooled embedding (only SDXL has)")
+        raise InputError(f"unet_pooled: {family.name} has no pooled embedding (only SDXL has)")
     for name, size in (("height", s.height), ("width", s.width)):
         if size is not None and size % pipe.vae_scale_factor:
-            raise ValueError(f"{name} must be a positive multiple of {pipe.vae_scale_factor}, got {size!r}")
+            raise InputError(f"{name} must be a positive multiple of {pipe.vae_scale_factor}, got {size!r}")
     if callback_on_step_end is not None and s.max_batch_size is not None and s.max_batch_size < s.images_per_comparison:
-        raise ValueError(
+        raise InputError(
             f"max_batch_size must be at least {s.images_per_comparison} (the images of one comparison) when "
             f"callback_on_step_end is given, which sees the whole comparison at every step; got {s.max_batch_size}"
         )
     if seed is not None and generator is not None:
-        raise ValueError("seed and generator are alternatives: pass one of them, not both")
+        raise InputError("seed and generator are alternatives: pass one of them, not both")
     if seed is not None:
         _check_seed(seed)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be one torch.Generator, got {type(generator).__name__}")
+        raise InputError(f"generator must be one torch.Generator, got {type(generator).__name__}")
     _check_generator_placement(pipe, s.generator_device, generator)
     if latents is not None:
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -329,12 +310,12 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
         )
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"latents must be a tensor of shape {expected}, got {shape}")
+            raise InputError(f"latents must be a tensor of shape {expected}, got {shape}")
     # PNDM evaluates its first step twice; any other extra evaluation has no step to follow
     steps = s.num_inference_steps
     num_calls = len(retrieve_timesteps(pipe.scheduler, steps, pipe._execution_device)[0])
     if num_calls not in (steps, steps + 1):
-        raise ValueError(
+        raise InputError(
             f"pipe: its scheduler {type(pipe.scheduler).__name__} makes {num_calls} U-Net calls for {steps} steps; "
             "blending needs one call per step"
         )
@@ -343,7 +324,7 @@ def check_inputs(pipe, settings: BlendSettings, seed, generator, latents, callba
 
 def _check_seed(seed) -> None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+        raise InputError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
 
 
 @_with_settings_in_signature
@@ -429,7 +410,7 @@ def blend_seeds(
     guidance; with it, the comparisons run in batches of at most ``max_batch_size`` images.
     """
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
-        raise ValueError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
+        raise InputError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
     blend_settings = _settings("blend_seeds", prompt_1, prompt_2, methods, ratio, settings)
     for seed in seeds:
         _check_seed(seed)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from blending import METHODS, blend, blend_seeds
+from blending import METHODS, InputError, blend, blend_seeds
 from blending.attention import cross_attention_layout
 
 from .conftest import STEPS
@@ -211,7 +211,7 @@ def test_blend_seeds_gives_what_blend_gives_for_each_seed(pipe):
 
 def test_blend_seeds_checks_its_seeds(sd1_pipe):
     for seeds in ([], [1, -1], 5):
-        with pytest.raises(ValueError, match="seed"):
+        with pytest.raises(InputError, match="seed"):
             blend_seeds(sd1_pipe, "lion", "cat", seeds=seeds)
 
 

@@ -1,9 +1,9 @@
-"""Bad input: a ValueError that names the parameter, raised before any work."""
+"""Bad input: an InputError (a ValueError) that names the parameter, raised before any work."""
 
 import pytest
 import torch
 
-from blending import blend
+from blending import InputError, blend
 
 from .conftest import STEPS
 
@@ -40,7 +40,7 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("bad, parameter", BAD_INPUTS, ids=[p + str(i) for i, (_, p) in enumerate(BAD_INPUTS)])
-def test_bad_input_raises_a_value_error_naming_the_parameter_before_any_work(sd1_pipe, bad, parameter):
+def test_bad_input_raises_an_input_error_naming_the_parameter_before_any_work(sd1_pipe, bad, parameter):
     calls = []
     hooks = [
         model.register_forward_hook(lambda *args: calls.append(1))
@@ -48,7 +48,7 @@ def test_bad_input_raises_a_value_error_naming_the_parameter_before_any_work(sd1
     ]
     kwargs = {"prompt_1": "lion", "prompt_2": "cat", "num_inference_steps": STEPS, "progress": False, **bad}
     try:
-        with pytest.raises(ValueError, match=parameter):
+        with pytest.raises(InputError, match=parameter):
             blend(sd1_pipe, **kwargs)
     finally:
         for hook in hooks:
@@ -57,9 +57,9 @@ def test_bad_input_raises_a_value_error_naming_the_parameter_before_any_work(sd1
 
 
 def test_a_range_error_names_the_allowed_range(sd1_pipe):
-    with pytest.raises(ValueError, match=r"ratio must be a number in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"ratio must be a number in \[0, 1\]"):
         blend(sd1_pipe, "lion", "cat", ratio=2)
-    with pytest.raises(ValueError, match=rf"switch_step must be an integer in \[0, num_inference_steps={STEPS}\]"):
+    with pytest.raises(InputError, match=rf"switch_step must be an integer in \[0, num_inference_steps={STEPS}\]"):
         blend(sd1_pipe, "lion", "cat", ("switch",), num_inference_steps=STEPS, switch_step=STEPS + 1)
 
 
@@ -86,7 +86,6 @@ def test_an_unknown_setting_is_a_type_error_and_the_settings_are_in_the_signatur
 @pytest.mark.parametrize("device", ["cuda", "cuda:99", "mps", "meta", "nonsense", 3])
 def test_an_unusable_generator_device_is_an_input_error_before_any_work(sd1_pipe, device):
     # "cuda" without CUDA is not available; with CUDA it is not the CPU pipeline's device
-    from blending import InputError
 
     calls = []
     handle = sd1_pipe.unet.register_forward_hook(lambda *args: calls.append(1))
@@ -100,7 +99,6 @@ def test_an_unusable_generator_device_is_an_input_error_before_any_work(sd1_pipe
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_check_settings_refuses_cuda_without_cuda_before_a_model_loads():
-    from blending import InputError
     from blending.pipeline import BlendSettings, check_settings
 
     with pytest.raises(InputError, match="^generator_device: 'cuda' is not available on this machine"):
@@ -109,13 +107,12 @@ def test_check_settings_refuses_cuda_without_cuda_before_a_model_loads():
 
 def test_a_generator_device_that_disagrees_with_the_generator_is_an_input_error(sd1_pipe, monkeypatch):
     import blending.pipeline
-    from blending import InputError
 
     kwargs = {"generator": torch.Generator("cpu"), "num_inference_steps": STEPS, "progress": False}
     with pytest.raises(InputError, match="^generator_device"):
         blend(sd1_pipe, "lion", "cat", generator_device="meta", **kwargs)
     # past the availability check (as on a machine with CUDA), the disagreement itself
-    monkeypatch.setattr(blending.pipeline, "_check_generator_device", lambda name: None)
+    monkeypatch.setattr(blending.pipeline, "check_device", lambda device, name: torch.device(device))
     with pytest.raises(InputError, match="^generator_device: 'cuda:0' disagrees with the generator's device 'cpu'"):
         blend(sd1_pipe, "lion", "cat", generator_device="cuda:0", **kwargs)
 
@@ -128,3 +125,8 @@ def test_generator_device_is_in_the_signatures_with_default_cpu():
     for function in (blend, blend_seeds):
         parameter = inspect.signature(function).parameters["generator_device"]
         assert parameter.default == "cpu" and parameter.kind == inspect.Parameter.KEYWORD_ONLY
+
+
+def test_a_pipeline_blending_cannot_run_on_is_an_input_error():
+    with pytest.raises(InputError, match="^pipe must be a StableDiffusionPipeline"):
+        blend(object(), "lion", "cat")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from blending import ModelUnavailableError, blend, load_pipeline
+from blending import InputError, ModelUnavailableError, blend, load_pipeline
 from blending.loading import EMBEDDED_PATH
 
 from .conftest import STEPS
@@ -39,18 +39,34 @@ def test_a_local_folder_loads_the_same_weights(embedded, tmp_path):
 
 def test_a_checkpoint_without_safetensors_is_refused(embedded, tmp_path):
     embedded.save_pretrained(tmp_path, safe_serialization=False)
-    with pytest.raises(ValueError, match=r"no safetensors weights in unet/.*pickle"):
+    with pytest.raises(InputError, match=r"no safetensors weights in unet/.*pickle"):
         load_pipeline(tmp_path)
 
 
 def test_float16_on_cpu_is_a_clear_error():
-    with pytest.raises(ValueError, match="float16 is not supported on cpu"):
+    with pytest.raises(InputError, match="float16 is not supported on cpu"):
         load_pipeline("embedded", device="cpu", dtype=torch.float16)
 
 
 def test_an_unknown_scheduler_is_a_clear_error():
-    with pytest.raises(ValueError, match="scheduler must name a diffusers scheduler"):
+    with pytest.raises(InputError, match="scheduler must name a diffusers scheduler"):
         load_pipeline("embedded", scheduler="NoSuchScheduler")
+
+
+@pytest.mark.parametrize(
+    ("model", "device", "message"),
+    [
+        ("./no/such/folder", None, "^model: no such folder './no/such/folder'"),
+        ("embedded", "nonsense", "^device must be a device such as 'cpu', 'cuda' or 'mps', got 'nonsense'"),
+        ("embedded", "cuda:99", "^device: 'cuda:99' is not available on this machine"),
+    ],
+)
+def test_a_bad_folder_or_device_is_an_input_error_before_anything_loads(model, device, message, monkeypatch):
+    import diffusers
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "download", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(InputError, match=message):
+        load_pipeline(model, device=device)
 
 
 def test_an_uncached_repo_id_offline_gives_a_short_error(monkeypatch, tmp_path):
