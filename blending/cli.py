@@ -4,15 +4,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
+
+from .errors import InputError
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
+
+# The loggers that chatter while the libraries import and a model loads ("... requires
+# torchvision", "Couldn't connect to the Hub"): on the command line only their errors show, so that
+# a one-line error is the only line. diffusers' warnings about the images (a truncated prompt) stay.
+_CHATTY_LOGGERS = (
+    "transformers",
+    "huggingface_hub",
+    "diffusers.configuration_utils",
+    "diffusers.models.modeling_utils",
+    "diffusers.pipelines.pipeline_loading_utils",
+    "diffusers.pipelines.pipeline_utils",
+    "diffusers.utils",
+)
+_CHATTY_MODULES = r"(accelerate|diffusers|huggingface_hub|torch|transformers)(\.|$)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .loading import PAPER_MODEL
     from .methods import METHODS, UNET_POOLED
 
@@ -32,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n  blending blend lion cat --out lion-cat\n  blending sweep toy --out runs/toy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser(
         "blend",
@@ -138,13 +158,13 @@ def _make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--out: cannot create {str(out)!r} ({error.strerror})") from None
+        raise InputError(f"--out: cannot create {str(out)!r} ({error.strerror})") from None
 
 
 def _blend(args) -> int:
     import torch
 
-    from .loading import load_pipeline
+    from .loading import load_pipeline, resolve_device
     from .pipeline import MAX_SEED, BlendSettings, blend, check_settings
     from .plot import triptych
 
@@ -163,10 +183,10 @@ def _blend(args) -> int:
     # every argument, before a model (gigabytes, for Stable Diffusion) is loaded
     check_settings(BlendSettings(args.prompt_1, args.prompt_2, tuple(args.methods), args.ratio, **settings))
     if not 0 <= args.seed <= MAX_SEED:
-        raise ValueError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed}")
+        raise InputError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed}")
+    device, dtype = resolve_device(args.device, None if args.dtype is None else getattr(torch, args.dtype))
     _make_out(args.out)
-    dtype = None if args.dtype is None else getattr(torch, args.dtype)
-    pipe = load_pipeline(args.model, device=args.device, dtype=dtype, scheduler=args.scheduler, variant=args.variant)
+    pipe = load_pipeline(args.model, device=device, dtype=dtype, scheduler=args.scheduler, variant=args.variant)
     result = blend(pipe, args.prompt_1, args.prompt_2, args.methods, args.ratio, seed=args.seed, **settings)
     result.prompt_1.save(args.out / "prompt_1.png")
     result.prompt_2.save(args.out / "prompt_2.png")
@@ -179,19 +199,43 @@ def _blend(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _library_chatter_silenced():
+    """Only errors from the chatty loggers, and no warnings from the libraries' modules, until the end."""
+    # each library sets its own logger's level when its logging module is first imported
+    import huggingface_hub.utils.logging  # noqa: F401
+    import transformers.utils.logging  # noqa: F401
+
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [chatty.level for chatty in loggers]
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=_CHATTY_MODULES)
+        for chatty in loggers:
+            chatty.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:  # as they were, for a caller in the same process
+            for chatty, level in zip(loggers, levels):
+                chatty.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .loading import ModelUnavailableError
 
-    try:
-        return _sweep(args) if args.command == "sweep" else _blend(args)
-    except ValueError as error:  # bad arguments that argparse could not see, e.g. ratio 2
-        print(f"blending: error: {error}", file=sys.stderr)
-        return 2
-    except ModelUnavailableError as error:
-        print(f"blending: error: {error}", file=sys.stderr)
-        return 1
+    # anything else, a ValueError from inside diffusers, transformers or torch say, keeps its
+    # traceback: it is a bug report, not a bad argument
+    with _library_chatter_silenced():
+        try:
+            return _sweep(args) if args.command == "sweep" else _blend(args)
+        except InputError as error:  # bad arguments that argparse could not see, e.g. ratio 2
+            print(f"blending: error: {error}", file=sys.stderr)
+            return 2
+        except ModelUnavailableError as error:
+            print(f"blending: error: {error}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

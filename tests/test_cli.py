@@ -1,6 +1,10 @@
 """The command line: files written, and one-line errors with exit code 2."""
 
 import json
+import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,3 +114,70 @@ def test_generator_device_cuda_without_cuda_is_one_line_before_any_model_loads(t
     assert main(["blend", "lion", "cat", "--generator-device", "cuda", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["blending: error: generator_device: 'cuda' is not available on this machine; 'cpu' always is"]
+
+
+def test_version_prints_the_package_version(capsys):
+    import blending
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == f"blending {blending.__version__}\n"
+    run = subprocess.run([sys.executable, "-m", "blending", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == f"blending {blending.__version__}\n"
+
+
+def test_an_error_inside_the_libraries_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    """Only our InputError is one line and exit 2: a ValueError from diffusers is a bug to report."""
+    import blending.pipeline
+
+    def fail(*args, **kwargs):
+        raise ValueError("boom from diffusers")
+
+    monkeypatch.setattr(blending.pipeline, "_blend", fail)
+    levels = {name: logging.getLogger(name).level for name in ("transformers", "diffusers.pipelines.pipeline_utils")}
+    with pytest.raises(ValueError, match="boom from diffusers"):
+        main(["blend", "lion", "cat", "--steps", "1", "--out", str(tmp_path)])
+    assert "blending: error" not in capsys.readouterr().err
+    # the libraries' logging is as it was, for whatever runs next in this process
+    assert levels == {name: logging.getLogger(name).level for name in levels}
+
+
+def _blending(*argv, tmp_path):
+    """``python -m blending ARGV`` offline, with an empty Hugging Face cache."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    return subprocess.run([sys.executable, "-m", "blending", *argv], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--model", "./no/such/folder"], 2, "blending: error: model: no such folder './no/such/folder'"),
+        (["--model", "embedded", "--ratio", "2"], 2, "blending: error: ratio must be a number in [0, 1], got 2.0"),
+        (["--model", "nosuch/model"], 1, "blending: error: model 'nosuch/model' is not in the local Hugging Face"),
+    ],
+    ids=["no-folder", "bad-ratio", "uncached-model"],
+)
+def test_an_error_is_the_only_line_without_the_libraries_chatter(argv, code, message, tmp_path):
+    run = _blending("blend", "lion", "cat", *argv, "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert run.returncode == code
+    assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith(message), run.stderr
+    assert run.stdout == ""
+
+
+def test_a_run_still_logs_its_progress_and_the_libraries_warnings_about_the_images(tmp_path):
+    run = _blending(
+        "blend",
+        " ".join(["lion"] * 30),
+        "cat",
+        "--methods",
+        "switch",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path),
+        tmp_path=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "loaded embedded (StableDiffusionPipeline)" in run.stderr and "wrote 3 images to" in run.stderr
+    assert "input was truncated" in run.stderr  # diffusers' own warning: the prompt is too long
+    assert "torchvision" not in run.stderr and "[transformers]" not in run.stderr
