@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import status
+from . import numerics, status
 from .fingerprint import RECORD
 
 __all__ = ["NotebooksFailed", "check", "main", "regenerate"]
@@ -118,7 +118,7 @@ def _device_description(device: str | None, dtype: str | None) -> tuple[str, str
             raise ValueError(f"device: {device} is not available on this machine")
         name = f"cuda ({torch.cuda.get_device_name(resolved)})"
     elif resolved.type == "cpu":
-        name = f"cpu ({platform.machine()})"
+        name = f"cpu ({numerics.numeric_path()})"  # what the kernels run: see pinned_children
     else:
         name = str(resolved)
     return name, str(resolved_dtype).removeprefix("torch.")
@@ -212,7 +212,8 @@ def regenerate(
                     model,
                 )
         paths = [p for p in paths if drawn_by.get(p, model) == model]
-    device_name, dtype_name = _device_description(device, dtype)
+    with numerics.pinned_children():
+        device_name, dtype_name = _device_description(device, dtype)
     manifest = {
         "model": model,
         "device": device_name,
@@ -226,7 +227,8 @@ def regenerate(
     before = os.environ.get(RECORD)
     os.environ[RECORD] = "1"  # the notebooks' kernels record the fingerprints of the pictures they draw
     try:
-        _run_all(paths, model, device, dtype, manifest, failed)
+        with numerics.pinned_children():  # the same bits on every x86-64 CPU with AVX2
+            _run_all(paths, model, device, dtype, manifest, failed)
     finally:
         if before is None:
             del os.environ[RECORD]
@@ -307,10 +309,11 @@ def check(
     from .pipeline import library_versions
 
     paths = _notebook_paths(notebooks, only)
-    device_name, _ = _device_description(device, dtype)
+    with numerics.pinned_children():
+        device_name, _ = _device_description(device, dtype)
     versions = library_versions()
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, numerics.pinned_children():
         copy = Path(scratch) / notebooks.name
         shutil.copytree(notebooks, copy, ignore=shutil.ignore_patterns("figures", "*" + _FAILED_SUFFIX))
         for path in paths:

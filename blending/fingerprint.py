@@ -10,7 +10,11 @@ pixels moves cells by tenths.
 Each chapter keeps the fingerprints of the pictures it shows in ``notebooks/fingerprints/`` and
 prints, in a cell that nbval checks, one line that is the same whenever every picture matches
 (see :func:`check`); when pictures differ, the line names them, and nbval fails.
-``python -m blending.figures`` records the fingerprints afresh (it sets :data:`RECORD`).
+``python -m blending.figures`` records the fingerprints afresh (it sets :data:`RECORD`), with the
+numeric path that drew them (:func:`blending.numerics.numeric_path`), so that a mismatch says
+where the pictures were drawn and where they were checked. With :data:`REPORT` naming a file, every
+check also appends each picture's largest cell change to it (one JSON object per line): how
+``python -m blending.portability`` measures the drift between CPUs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GRID", "RECORD", "TOLERANCE", "cell_means", "check", "largest_change"]
+__all__ = ["GRID", "RECORD", "REPORT", "TOLERANCE", "cell_means", "check", "largest_change"]
 
 #: Cells per side of the grid.
 GRID = 8
@@ -31,6 +35,8 @@ GRID = 8
 TOLERANCE = 0.02
 #: The environment variable under which :func:`check` records instead of comparing.
 RECORD = "BLENDING_RECORD_FINGERPRINTS"
+#: The environment variable naming a file to which :func:`check` appends every picture's change.
+REPORT = "BLENDING_FINGERPRINT_REPORT"
 
 
 def cell_means(image) -> np.ndarray:
@@ -68,24 +74,31 @@ def check(images: Mapping[str, Any], path: str | os.PathLike) -> str:
     With the environment variable :data:`RECORD` set to 1, the fingerprints are recorded at
     ``path`` first, so the line is the one a matching check prints.
     """
+    from .numerics import numeric_path
+
     path = Path(path)
     if os.environ.get(RECORD) == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         recorded = {name: np.round(cell_means(image), 4).tolist() for name, image in images.items()}
-        path.write_text(json.dumps({"grid": GRID, "cell_means": recorded}, indent=None) + "\n")
+        record = {"grid": GRID, "numeric_path": numeric_path(), "cell_means": recorded}
+        path.write_text(json.dumps(record, indent=None) + "\n")
     if not path.is_file():
         return f"no fingerprints recorded at {path}: run python -m blending.figures"
-    recorded = json.loads(path.read_text())["cell_means"]
-    differ = []
-    for name, image in images.items():
-        if name not in recorded:
-            differ.append(f"{name} (new)")
-        elif (change := largest_change(recorded[name], image)) > TOLERANCE:
-            differ.append(f"{name} ({change:.2f})")
+    stored = json.loads(path.read_text())
+    recorded = stored["cell_means"]
+    changes = {name: largest_change(recorded[name], image) for name, image in images.items() if name in recorded}
+    if os.environ.get(REPORT):
+        with open(os.environ[REPORT], "a") as report:
+            for name, change in changes.items():
+                report.write(json.dumps({"fingerprints": path.stem, "picture": name, "change": change}) + "\n")
+    differ = [f"{name} (new)" for name in images if name not in recorded]
+    differ += [f"{name} ({change:.2f})" for name, change in changes.items() if change > TOLERANCE]
     differ += [f"{name} (missing)" for name in recorded if name not in images]
     if differ:
+        drawn, here = stored.get("numeric_path", "an unrecorded numeric path"), numeric_path()
+        where = f"drawn and checked on {here}" if drawn == here else f"drawn on {drawn}, checked on {here}"
         return (
             f"{len(differ)} of {len(recorded)} pictures differ from their recorded fingerprints "
-            f"(largest cell change): {', '.join(differ)}"
+            f"(largest cell change): {', '.join(differ)}; {where}; python -m blending.figures redraws them"
         )
     return f"{len(images)} pictures match their recorded fingerprints (largest cell change <= {TOLERANCE})"

@@ -1,10 +1,15 @@
 """Tiny Stable-Diffusion-shaped pipelines, built in code under fixed seeds."""
 
-from pathlib import Path
+from blending import numerics
 
-import pytest
+# before PyTorch loads: the tests that compare with committed results draw on the pinned paths
+numerics.pin()
 
-from blending.testing import tiny_pipeline, tiny_sdxl_pipeline
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from blending.testing import tiny_pipeline, tiny_sdxl_pipeline  # noqa: E402
 
 #: Few steps keep every test fast; the invariants do not depend on the count.
 STEPS = 4

@@ -1,0 +1,143 @@
+"""How far the committed pictures move on other CPUs, measured on one machine.
+
+``python -m blending.portability --out benchmarks/cpu-levels`` redraws every chapter (``python -m
+blending.figures --check`` in a copy of ``notebooks/``) once per CPU capability level, each level
+emulated by the libraries' documented switches (:data:`LEVELS`), and records every picture's
+largest cell change against its committed fingerprint (:mod:`blending.fingerprint`): with the
+pinned numeric paths (:mod:`blending.numerics`) and, with ``--unpinned``, with each CPU's own. A
+level that cannot take the pinned paths (no AVX2) runs unpinned in both: it stands in for another
+architecture, whose drift only the fingerprints' tolerance can absorb.
+
+It writes ``OUT.json`` (every picture, every level) and ``OUT.md`` (each chapter's largest change
+and the picture that made it), which the book's *Status* page includes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import numerics
+from .fingerprint import REPORT, TOLERANCE
+
+__all__ = ["LEVELS", "measure", "table"]
+
+logger = logging.getLogger(__name__)
+
+#: Each level: the switches that make this CPU compute like one that offers only that level.
+#: ``MKL_ENABLE_INSTRUCTIONS`` caps MKL's dispatch as ``MKL_CBWR`` does, but leaves MKL free to
+#: choose its path below the cap, as it does on a CPU of that level.
+LEVELS = {
+    "this CPU's own": {},
+    "AVX-512 without AMX or VNNI": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+    "AVX2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "AVX2, 1 thread": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "OMP_NUM_THREADS": "1",
+    },
+    "AVX2, 4 threads": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "OMP_NUM_THREADS": "4",
+    },
+    "SSE4.2, no AVX (another architecture's stand-in)": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "MKL_CBWR": "COMPATIBLE",
+    },
+}
+#: The levels without AVX2: they cannot take the pinned paths.
+_UNPINNABLE = {"SSE4.2, no AVX (another architecture's stand-in)"}
+
+
+def _run_level(level: str, pinning: bool, notebooks: Path) -> list[dict]:
+    """Every picture's largest change at ``level``, from a check of a copy of ``notebooks``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "notebooks"
+        shutil.copytree(notebooks, copy, ignore=shutil.ignore_patterns("figures", "*.failed.ipynb"))
+        report = Path(scratch) / "report.jsonl"
+        environment = {k: v for k, v in os.environ.items() if k not in (*numerics.PINNED_ENVIRONMENT, "MKL_CBWR")}
+        environment.update(LEVELS[level])
+        environment[REPORT] = str(report)
+        if not pinning or level in _UNPINNABLE:
+            environment[numerics.UNPINNED] = "1"
+        command = [sys.executable, "-m", "blending.figures", "--check", "--notebooks", str(copy)]
+        logger.info("%s, %s: %s", level, "pinned" if pinning else "unpinned", " ".join(command))
+        finished = subprocess.run(command, env=environment, capture_output=True, text=True)
+        if not report.is_file():
+            raise RuntimeError(f"{level}: the check reported no picture:\n{finished.stderr[-2000:]}")
+        return [json.loads(line) for line in report.read_text().splitlines()]
+
+
+def measure(notebooks: Path, levels: list[str], conditions: list[bool]) -> dict:
+    """The measurement: for each condition (pinned or not) and level, every picture's change."""
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {numerics.cpu_capability()}, {os.cpu_count()} cores",
+        "tolerance": TOLERANCE,
+        "levels": {},
+    }
+    for pinning in conditions:
+        for level in levels:
+            pictures = _run_level(level, pinning, notebooks)
+            results["levels"].setdefault("pinned" if pinning else "unpinned", {})[level] = pictures
+    return results
+
+
+def table(results: dict) -> str:
+    """Markdown: one table per condition, a row per chapter, a column per level; each cell the
+    chapter's largest picture change (and which picture), in bold when past the tolerance."""
+    sections = [f"Measured {results['date']} on one {results['machine']} CPU; tolerance {results['tolerance']}."]
+    for condition, levels in results["levels"].items():
+        chapters = sorted({p["fingerprints"] for pictures in levels.values() for p in pictures})
+        lines = [
+            f"| {condition} | " + " | ".join(levels) + " |",
+            "| --- | " + " | ".join("---:" for _ in levels) + " |",
+        ]
+        for chapter in chapters:
+            cells = []
+            for pictures in levels.values():
+                own = [p for p in pictures if p["fingerprints"] == chapter]
+                worst = max(own, key=lambda p: p["change"])
+                text = f"{worst['change']:.4f}" if worst["change"] else "0 (equal)"
+                if worst["change"] > results["tolerance"]:
+                    text = f"**{text}** ({worst['picture']})"
+                cells.append(text)
+            lines.append(f"| {chapter} ({len(own)} pictures) | " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blending.portability", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))
+    parser.add_argument("--unpinned", action="store_true", help="also measure with each CPU's own paths")
+    parser.add_argument("--only-unpinned", action="store_true", help="measure only with each CPU's own paths")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    conditions = [False] if args.only_unpinned else [True, False] if args.unpinned else [True]
+    results = measure(args.notebooks, args.levels, conditions)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(table(results))
+    sys.stdout.write(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
