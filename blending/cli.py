@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .loading import PAPER_MODEL
     from .methods import METHODS, UNET_POOLED
+    from .sweep import DEFAULT_MAX_BATCH_SIZE, GENERATOR_DEVICES, JOURNAL_MODES
 
     parser = _Parser(
         prog="blending",
@@ -100,8 +101,26 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gallery", type=Path, metavar="DIR", help="only (re)write DIR/gallery.html from its index")
     sweep.add_argument("--model", help="instead of the experiment's model")
     sweep.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    sweep.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: a chunk at once)")
-    sweep.add_argument("--force", action="store_true", help="start over in an --out of another experiment")
+    sweep.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda")
+    sweep.add_argument("--scheduler", default="UniPCMultistepScheduler")
+    sweep.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help=f"the most images per U-Net call (default {DEFAULT_MAX_BATCH_SIZE}: SD v1.4 at 512x512 on a 16 GB GPU)",
+    )
+    sweep.add_argument(
+        "--generator-device",
+        choices=list(GENERATOR_DEVICES),
+        help="where each seed's noise is drawn, instead of the experiment's (auto: cuda when the sweep runs on cuda)",
+    )
+    sweep.add_argument(
+        "--journal-mode",
+        choices=list(JOURNAL_MODES),
+        default="wal",
+        help="the index's SQLite journal: wal (default; several processes) or delete (network drives; one process)",
+    )
+    sweep.add_argument("--force", action="store_true", help="start over: delete the images, scores and index in --out")
     sweep.add_argument(
         "--score", metavar="CLIP", help="add CLIP scores to the index: 'embedded', or a CLIP id or folder"
     )
@@ -117,12 +136,12 @@ def _sweep(args) -> int:
         print(sweep.write_gallery(args.gallery))
         return 0
     if args.experiment is None or args.out is None:
-        raise ValueError("sweep needs an EXPERIMENT and --out DIR (or --gallery DIR)")
+        raise InputError("sweep needs an EXPERIMENT and --out DIR (or --gallery DIR)")
     experiment = sweep.load_experiment(args.experiment)  # every key checked before any model loads
     if args.model:
         experiment = replace(experiment, model=args.model)
-    if args.max_batch_size is not None and args.max_batch_size < 1:
-        raise ValueError(f"--max-batch-size must be an integer >= 1, got {args.max_batch_size}")
+    if args.max_batch_size < 1:
+        raise InputError(f"--max-batch-size must be an integer >= 1, got {args.max_batch_size}")
     _make_out(args.out)
     import torch
     from accelerate import PartialState
@@ -130,17 +149,21 @@ def _sweep(args) -> int:
     # one process, or one of those accelerate launch (or torchrun) started; without CUDA they
     # meet over gloo on the CPU
     state = PartialState(cpu=not torch.cuda.is_available())
+    run = {
+        "device": args.device or (str(state.device) if state.num_processes > 1 else None),
+        "dtype": args.dtype,
+        "scheduler": args.scheduler,
+        "max_batch_size": args.max_batch_size,
+        "generator_device": args.generator_device,
+        "journal_mode": args.journal_mode,
+    }
     if state.num_processes > 1:
-        # one process sets the index up; the others open it once it exists
-        if state.is_main_process:
-            sweep.prepare_index(args.out, experiment, force=args.force)
-        state.wait_for_everyone()
+        _prepare_together(state, args.out, experiment, force=args.force, **run)
     sweep.run_sweep(
         experiment,
         args.out,
-        device=args.device or (str(state.device) if state.num_processes > 1 else None),
-        max_batch_size=args.max_batch_size,
-        force=args.force,
+        **run,
+        force=args.force and state.num_processes == 1,  # several: the main process started over
         progress=state.is_main_process,
         process_index=state.process_index,
         num_processes=state.num_processes,
@@ -151,6 +174,31 @@ def _sweep(args) -> int:
         sweep.write_gallery(args.out)
     logger.info("sweep done: %s", args.out)
     return 0
+
+
+def _prepare_together(state, out: Path, experiment, **settings) -> None:
+    """The main process sets the index up (the others open it once it exists), then tells every
+    process how that went: an error there ends them all at once, with its message, instead of
+    leaving them waiting at a barrier the main process never reaches."""
+    from accelerate.utils import broadcast_object_list
+
+    from . import sweep
+
+    failure, outcome = None, [None]
+    if state.is_main_process:
+        try:
+            sweep.prepare_index(out, experiment, **settings)
+        except Exception as error:  # every process must learn of it, whatever it is
+            failure, outcome = error, [(isinstance(error, InputError), str(error))]
+    broadcast_object_list(outcome, from_process=0)  # a collective: also the barrier
+    if outcome[0] is None:
+        return
+    if failure is not None:
+        raise failure
+    bad_input, message = outcome[0]
+    if bad_input:
+        raise sweep.ExperimentError(message)
+    raise RuntimeError(f"the main process failed to set up the index: {message}")
 
 
 def _make_out(out: Path) -> None:

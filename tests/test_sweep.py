@@ -3,6 +3,7 @@ the gallery, untrusted prompts."""
 
 import hashlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 
 from blending import sweep
 from blending.cli import main
+from blending.pipeline import MAX_SEED
 from blending.sweep import ExperimentError, experiment_from_dict, load_experiment, run_sweep
 
 SMALL = {
@@ -43,12 +45,10 @@ def rows(out: Path) -> list[tuple]:
 
 def test_the_shipped_experiments_load():
     paper = load_experiment("paper")
-    assert (
-        len(paper.pairs) == 20
-        and len(paper.seeds) == 10
-        and paper.methods == ("textual", "switch", "unet", "alternate")
-    )
-    assert {p.category for p in paper.pairs} == {"concrete pairs", "compound words", "scenes"}
+    assert len(paper.seeds) == 10 and paper.methods == ("textual", "switch", "unet", "alternate")
+    categories = ["concrete concepts", "compound words", "artistic styles", "architectural landmarks"]
+    assert {p.category for p in paper.pairs} == set(categories)
+    assert {p.source for p in paper.pairs} == {"authors", "ours"} and paper.generator_device == "auto"
     toy = load_experiment("toy")
     assert toy.model == "embedded" and len(sweep.comparisons(toy)) == 6
 
@@ -57,17 +57,27 @@ BAD = [
     ({"methods": ["blur"]}, "methods: unknown method 'blur'"),
     ({"ratios": [1.5]}, "ratios: must be in [0, 1]"),
     ({"seeds": [1.5]}, "seeds: every seed must be an integer"),
+    ({"seeds": [MAX_SEED + 1]}, "seeds: every seed must be an integer in [0, 2**64 - 1]"),
     ({"pairs": []}, "pairs: must be a non-empty list"),
     ({"pairs": [SMALL["pairs"][0], SMALL["pairs"][0]]}, "pairs[1]: duplicate pair"),
     ({"colour": "red"}, "colour: unknown key"),
     ({"pairs": [{"prompt_1": "a", "prompt_2": "b", "weight": 2}]}, "pairs[0].weight: unknown key"),
     ({"num_inference_steps": 0}, "num_inference_steps: must be an integer >= 1"),
+    ({"ratios": [0.5, 0.25, 0.5]}, "ratios: a ratio is listed twice"),
+    ({"generator_device": "gpu"}, "generator_device: must be one of ['auto', 'cpu', 'cuda', 'mps']"),
+    ({"pairs": [{"prompt_1": "a", "prompt_2": "b", "source": "blog"}]}, "pairs[0].source: must be one of"),
 ]
+
+
+def test_experiment_errors_are_input_errors():
+    from blending import InputError
+
+    assert issubclass(ExperimentError, InputError) and issubclass(ExperimentError, ValueError)
 
 
 @pytest.mark.parametrize(("change", "message"), BAD)
 def test_a_bad_file_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, change, message):
-    with pytest.raises(ExperimentError, match=message.replace("[", "\\[").replace("]", "\\]")):
+    with pytest.raises(ExperimentError, match=re.escape(message)):
         experiment_from_dict({**SMALL, **change})
     out = tmp_path / "out"
     assert main(["sweep", str(write(tmp_path, {**SMALL, **change})), "--out", str(out)]) == 2
@@ -237,3 +247,198 @@ def test_scores_are_added_from_the_images_on_disk_also_after_a_sweep_without(sd1
     run_sweep(experiment, out, pipe=None, progress=False, score="embedded")
     with sqlite3.connect(out / "index.sqlite") as connection:
         assert connection.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == len(scores)
+
+
+def _forget(out: Path, comparison: str) -> None:
+    """As if a run had been killed before ``comparison`` entered the index."""
+    with sqlite3.connect(out / "index.sqlite") as connection:
+        connection.execute("DELETE FROM images WHERE comparison = ?", (comparison,))
+
+
+def _settings(out: Path) -> dict:
+    import json
+
+    with sqlite3.connect(out / "index.sqlite") as connection:
+        return {k: json.loads(v) for k, v in connection.execute("SELECT key, value FROM settings")}
+
+
+def test_a_paper_sized_sweep_holds_at_most_12_images_per_batch_by_default(sd1_pipe, tmp_path):
+    from blending.bench import batch_sizes
+
+    assert sweep.DEFAULT_MAX_BATCH_SIZE == 12
+    paper = load_experiment("paper")
+    one_pair = {**SMALL, "methods": list(paper.methods), "seeds": list(paper.seeds), "num_inference_steps": 1}
+    experiment = experiment_from_dict({**one_pair, "pairs": SMALL["pairs"][:1]})  # 60 images
+    sizes = batch_sizes(sd1_pipe.unet, lambda: run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False))
+    assert max(sizes) == 2 * 12  # classifier-free guidance doubles the rows
+    assert sum(sizes) == 2 * 60 and len(rows(tmp_path / "run")) == 60
+    assert _settings(tmp_path / "run")["run"]["max_batch_size"] == 12
+
+
+def test_the_run_settings_are_recorded_and_a_resume_otherwise_is_refused(sd1_pipe, tmp_path):
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1})
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, max_batch_size=4, progress=False)
+    run = _settings(out)["run"]
+    assert run["max_batch_size"] == 4 and run["dtype"] == "float32" and run["device"] == "cpu"
+    assert run["scheduler"] == "UniPCMultistepScheduler" and run["generator_device"] == "cpu"
+    assert run["model"] is None  # what drew the images: a pipeline built in code, not the experiment's model
+    assert {"blending", "diffusers", "torch"} <= run["versions"].keys()
+    _forget(out, "0001-0-00-2")
+    before = (rows(out), _settings(out), sorted(p.name for p in (out / "images").rglob("*")))
+    with pytest.raises(ExperimentError, match=r"^max_batch_size: .* was drawn with 4, this run would use 8; .*--force"):
+        run_sweep(experiment, out, pipe=sd1_pipe, max_batch_size=8, progress=False)
+    with pytest.raises(ExperimentError, match=r"^model: .* was drawn with None, this run would use 'embedded'"):
+        run_sweep(experiment, out, max_batch_size=4, progress=False)  # refused before the model loads
+    assert (rows(out), _settings(out), sorted(p.name for p in (out / "images").rglob("*"))) == before
+    run_sweep(experiment, out, pipe=sd1_pipe, max_batch_size=4, progress=False)  # as before: resumes
+    assert len(rows(out)) == 2 * 3 * 4
+
+
+def test_the_command_line_refuses_a_resume_with_other_settings_in_one_line(tmp_path, capsys):
+    data = {**SMALL, "num_inference_steps": 1, "seeds": [0, 1], "pairs": SMALL["pairs"][:1]}
+    experiment, out = write(tmp_path, data), tmp_path / "run"
+    assert main(["sweep", str(experiment), "--out", str(out), "--max-batch-size", "4"]) == 0
+    _forget(out, "0000-0-00-1")
+    before = (rows(out), _settings(out))
+    for change, key in [
+        (["--max-batch-size", "8"], "max_batch_size"),
+        (["--max-batch-size", "4", "--scheduler", "DDIMScheduler"], "scheduler"),
+    ]:
+        capsys.readouterr()
+        assert main(["sweep", str(experiment), "--out", str(out), *change]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"blending: error: {key}: ") and "--force" in err
+    assert (rows(out), _settings(out)) == before
+    # --generator-device overrides the file's: on this CPU, cuda cannot draw the noise
+    assert main(["sweep", str(experiment), "--out", str(out), "--generator-device", "cuda"]) == 2
+    assert "generator_device: 'cuda', but the sweep runs on cpu" in capsys.readouterr().err
+
+
+def test_force_starts_over_without_stale_scores_or_files(sd1_pipe, tmp_path):
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1, "seeds": [0, 1]})
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, max_batch_size=4, progress=False, score="embedded")
+    with sqlite3.connect(out / "index.sqlite") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM scores").fetchone()[0] > 0
+    (out / "images" / "0000-0-00-0" / f".prompt_1.png.{os.getpid()}.tmp").write_bytes(b"left by a kill")
+    first = {path: sha for *_, path, sha in rows(out)}
+    # the same experiment, drawn otherwise: every image redrawn, and no score of the old ones stays
+    run_sweep(experiment, out, pipe=sd1_pipe, max_batch_size=8, progress=False, force=True)
+    with sqlite3.connect(out / "index.sqlite") as connection:
+        assert connection.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
+    assert _settings(out)["run"]["max_batch_size"] == 8 and set(first) == {path for *_, path, _ in rows(out)}
+    assert not list((out / "images").rglob(".*.tmp"))
+    other = experiment_from_dict({**SMALL, "num_inference_steps": 1, "seeds": [5]})
+    run_sweep(other, out, pipe=sd1_pipe, progress=False, force=True)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["0000-0-00-5", "0001-0-00-5"]
+
+
+def test_the_progress_bar_of_a_resumed_run_ends_at_its_total(sd1_pipe, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    ends = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            ends.append((self.n, self.total))
+            super().close()
+
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1})
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
+    _forget(out, "0000-0-00-1")  # one of a chunk of three: the chunk is redrawn, one comparison written
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    run_sweep(experiment, out, pipe=sd1_pipe, progress=True)
+    assert set(ends) == {(6, 6)}  # closed once by the with block, once more by tqdm itself
+
+
+def test_generator_device_auto_is_the_cpu_without_cuda_and_reaches_blend_seeds(sd1_pipe, tmp_path, monkeypatch):
+    import blending.pipeline
+
+    calls = []
+    original = blending.pipeline.blend_seeds
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs["generator_device"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blending.pipeline, "blend_seeds", recorded)
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1, "generator_device": "auto"})
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
+    assert calls == ["cpu", "cpu"] and _settings(out)["run"]["generator_device"] == "cpu"
+    assert _settings(out)["experiment"]["generator_device"] == "auto"
+    with pytest.raises(ExperimentError, match="generator_device: 'cuda', but the sweep runs on cpu"):
+        run_sweep(experiment, tmp_path / "other", pipe=sd1_pipe, generator_device="cuda", progress=False)
+
+
+def test_the_gallery_shows_categories_in_the_experiments_order_and_each_pairs_source(sd1_pipe, tmp_path):
+    data = {**SMALL, "num_inference_steps": 1, "seeds": [0], "methods": ["textual"]}
+    data["pairs"] = [
+        {"prompt_1": "zebra", "prompt_2": "street cross", "category": "compound words", "source": "authors"},
+        {"prompt_1": "lion", "prompt_2": "cat", "category": "concrete concepts", "source": "ours"},
+        {"prompt_1": "butter", "prompt_2": "fly", "category": "compound words"},
+    ]
+    experiment = experiment_from_dict(data)
+    assert [c.source for c in sweep.comparisons(experiment)] == ["authors", "ours", None]
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
+    gallery = (out / "gallery.html").read_text()
+    assert gallery.index("<h2>compound words") < gallery.index("<h2>concrete concepts")
+    assert gallery.count("<h2>") == 2 and gallery.count("(authors' pair)") == gallery.count("(ours)") == 1
+
+
+def test_the_delete_journal_mode_for_network_drives(sd1_pipe, tmp_path):
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1, "seeds": [0]})
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False, journal_mode="delete")
+    with sqlite3.connect(out / "index.sqlite") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not (out / "index.sqlite-wal").exists() and len(rows(out)) == 2 * 4
+    with pytest.raises(ExperimentError, match="journal_mode: must be one of"):
+        run_sweep(experiment, tmp_path / "x", pipe=sd1_pipe, progress=False, journal_mode="memory")
+
+
+def test_where_wal_cannot_be_set_the_sweep_goes_on_and_says_so(sd1_pipe, tmp_path, monkeypatch, caplog):
+    from functools import partial
+
+    class WithoutWal(sqlite3.Connection):
+        """As on a network file system: asked for WAL, SQLite keeps the rollback journal."""
+
+        def execute(self, sql, *args):
+            return super().execute("PRAGMA journal_mode" if sql == "PRAGMA journal_mode=wal" else sql, *args)
+
+    monkeypatch.setattr(sqlite3, "connect", partial(sqlite3.connect, factory=WithoutWal))
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1, "seeds": [0]})
+    out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
+    assert len(rows(out)) == 2 * 4 and not (out / "index.sqlite-wal").exists()
+    assert "kept journal mode delete, not wal" in caplog.text and "--journal-mode delete" in caplog.text
+
+
+def test_a_failing_writer_stops_the_sweep_and_indexes_only_whole_comparisons(sd1_pipe, tmp_path, monkeypatch):
+    written = []
+    original = sweep._write_png
+
+    def full_disk(image, path):
+        if len(written) == 5:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return original(image, path)
+
+    monkeypatch.setattr(sweep, "_write_png", full_disk)
+    experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1})
+    with pytest.raises(OSError, match="No space left"):
+        run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, max_batch_size=4, progress=False)
+    assert [r[4] for r in rows(tmp_path / "run")] == ["prompt_1", "prompt_2", "switch", "unet"]
+
+
+def test_two_processes_end_at_once_when_the_main_one_fails_before_the_barrier(tmp_path):
+    """Another experiment's index in --out: the main process refuses it, and the other process
+    must not wait for it at a barrier."""
+    other = experiment_from_dict({**SMALL, "seeds": [7]})
+    sweep.prepare_index(tmp_path / "two", other)
+    experiment = write(tmp_path, {**SMALL, "num_inference_steps": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["-m", "blending", "sweep", str(experiment), "--out", str(tmp_path / "two")]
+    finished = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode != 0
+    message = f"blending: error: out: {str(tmp_path / 'two')!r} holds another experiment's images"
+    assert finished.stderr.count(message) == 2, finished.stderr[-3000:]  # each process, with the one message
+    assert not (tmp_path / "two" / "images").exists()
