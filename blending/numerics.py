@@ -9,10 +9,11 @@ fingerprints' tolerance. Each library has a documented switch that caps its path
 - ``ATEN_CPU_CAPABILITY``: PyTorch's dispatch level (``default``, ``avx2``, ``avx512``);
 - ``MKL_CBWR``: MKL's conditional numerical reproducibility, the branch every CPU runs
   (``STRICT``: the same bits whatever the number of threads);
-- ``ONEDNN_MAX_CPU_ISA``: the most oneDNN's JIT kernels may use.
+- ``ONEDNN_MAX_CPU_ISA``: the most oneDNN's JIT kernels may use;
+- ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``: how a reduction is split between threads.
 
-:data:`PINNED_ENVIRONMENT` sets all of them to AVX2, the level every x86-64 CPU of the last decade
-has. Where figures are drawn and checked (``python -m blending.figures``, its ``--check``, nbval
+:data:`PINNED_ENVIRONMENT` sets the first three to AVX2, the level every x86-64 CPU of the last
+decade has, and the threads to 2. Where figures are drawn and checked (``python -m blending.figures``, its ``--check``, nbval
 and the tests that compare with committed results) :func:`pin` puts it into the environment before
 PyTorch loads, and the notebooks' kernels inherit it. Another architecture (Apple silicon,
 aarch64) cannot take these paths: there the fingerprints' tolerance is what holds, and the
@@ -44,6 +45,9 @@ PINNED_ENVIRONMENT = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "AVX2,STRICT",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
+    # measured: with the three above, 1 thread and 2 threads still differ in 13 of 60 pictures
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
 }
 
 #: Set to 1, this environment variable keeps the CPU's own paths: for measuring what pinning
