@@ -120,7 +120,7 @@ def numeric_path() -> str:
     if pinned():
         return f"{machine}, pinned to AVX2"
     if "torch" in sys.modules:
-        return f"{machine}, {sys.modules['torch'].backends.cpu.getcpu_capability()}"
+        return f"{machine}, {sys.modules['torch'].backends.cpu.get_cpu_capability()}"
     return f"{machine}, {cpu_capability()}"
 
 
@@ -147,7 +147,7 @@ def main() -> int:
 
     sys.stdout.write(f"this CPU: {platform.machine()}, {cpu_capability()}\n")
     sys.stdout.write(
-        f"figures are drawn and checked on: {numeric_path()} (PyTorch: {torch.backends.cpu.getcpu_capability()})\n"
+        f"figures are drawn and checked on: {numeric_path()} (PyTorch: {torch.backends.cpu.get_cpu_capability()})\n"
     )
     if not pinning:
         sys.stdout.write(
