@@ -128,3 +128,11 @@ def test_a_mismatch_says_where_the_pictures_were_drawn_and_checked(tmp_path):
     assert f"drawn on x86_64, AVX512, checked on {numerics.numeric_path()}" in line
     assert line.endswith("python -m blending.figures redraws them")
     assert check({"a": image}, path).startswith("1 pictures match")
+
+
+def test_the_numeric_path_names_what_pytorch_runs(monkeypatch):
+    import torch
+
+    assert numerics.numeric_path() == f"{numerics.platform.machine()}, pinned to AVX2"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert numerics.numeric_path() == f"{numerics.platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
