@@ -59,6 +59,7 @@ LEVELS = {
         "MKL_CBWR": "COMPATIBLE",
     },
 }
+_RECORD_ROUNDING = 0.5e-4 + 1e-9
 #: The levels without AVX2: they cannot take the pinned paths.
 _UNPINNABLE = {"SSE4.2, no AVX (another architecture's stand-in)"}
 
@@ -111,12 +112,17 @@ def table(results: dict) -> str:
             cells = []
             for pictures in levels.values():
                 own = [p for p in pictures if p["fingerprints"] == chapter]
+                if not own:
+                    cells.append("not measured")
+                    continue
                 worst = max(own, key=lambda p: p["change"])
-                text = f"{worst['change']:.4f}" if worst["change"] else "0 (equal)"
+                # fingerprints are recorded to 4 decimals: half a unit of the last one is no change
+                text = f"{worst['change']:.4f}" if worst["change"] > _RECORD_ROUNDING else "0"
                 if worst["change"] > results["tolerance"]:
                     text = f"**{text}** ({worst['picture']})"
                 cells.append(text)
-            lines.append(f"| {chapter} ({len(own)} pictures) | " + " | ".join(cells) + " |")
+            count = max(sum(p["fingerprints"] == chapter for p in pictures) for pictures in levels.values())
+            lines.append(f"| {chapter} ({count} pictures) | " + " | ".join(cells) + " |")
         sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
 

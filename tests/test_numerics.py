@@ -136,3 +136,25 @@ def test_the_numeric_path_names_what_pytorch_runs(monkeypatch):
     assert numerics.numeric_path() == f"{numerics.platform.machine()}, pinned to AVX2"
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert numerics.numeric_path() == f"{numerics.platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
+
+
+def test_the_portability_table_marks_what_moved_past_the_tolerance():
+    from blending.portability import table
+
+    results = {
+        "date": "2026-11-30",
+        "machine": "x86_64",
+        "tolerance": TOLERANCE,
+        "levels": {
+            "pinned": {
+                "own": [
+                    {"fingerprints": "a", "picture": "p", "change": 0.00005},
+                    {"fingerprints": "b", "picture": "q", "change": 0.03},
+                ],
+                "other": [{"fingerprints": "a", "picture": "p", "change": 0.01}],
+            }
+        },
+    }
+    lines = table(results).splitlines()
+    assert "| a (1 pictures) | 0 | 0.0100 |" in lines
+    assert "| b (1 pictures) | **0.0300** (q) | not measured |" in lines
