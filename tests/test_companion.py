@@ -18,6 +18,15 @@ from blending.plot import triptych
 from .conftest import STEPS
 
 
+
+@pytest.fixture
+def name_pipe(sd1_pipe):
+    """Names the shared pipeline as a loaded model would be named, and restores its name after."""
+    original = sd1_pipe.name_or_path
+    yield lambda name: sd1_pipe.register_to_config(_name_or_path=name)
+    sd1_pipe.register_to_config(_name_or_path=original)
+
+
 def test_denoising_frames_end_on_the_blend_itself(sd1_pipe):
     result, frames = companion.denoising_frames(
         sd1_pipe, "lion", "cat", "alternate", seed=3, num_inference_steps=STEPS, output_type="np", progress=False
@@ -47,19 +56,19 @@ def test_summary_has_a_line_per_image(sd1_pipe):
     assert all("64x64, mean 0." in line for line in lines)
 
 
-def test_the_banner_warns_only_for_the_embedded_model(sd1_pipe):
-    sd1_pipe.register_to_config(_name_or_path="embedded")
+def test_the_banner_warns_only_for_the_embedded_model(sd1_pipe, name_pipe):
+    name_pipe("embedded")
     assert "Smoke test" in companion.provenance(sd1_pipe).data
-    sd1_pipe.register_to_config(_name_or_path="CompVis/stable-diffusion-v1-4")
+    name_pipe("CompVis/stable-diffusion-v1-4")
     banner = companion.provenance(sd1_pipe).data
     assert "Smoke test" not in banner and "CompVis/stable-diffusion-v1-4" in banner
 
 
-def test_chapters_blend_toy_prompts_with_the_embedded_model_and_say_so(sd1_pipe):
+def test_chapters_blend_toy_prompts_with_the_embedded_model_and_say_so(sd1_pipe, name_pipe):
     assert companion.chapter_prompts("embedded") == companion.TOY_PROMPTS
     assert companion.chapter_prompts("CompVis/stable-diffusion-v1-4") == ("lion", "cat")
     assert companion.chapter_prompts("embedded", "dog", None) == ("dog", companion.TOY_PROMPTS[1])  # overridable
-    sd1_pipe.register_to_config(_name_or_path="embedded")
+    name_pipe("embedded")
     banner = companion.provenance(sd1_pipe, prompts=companion.TOY_PROMPTS).data
     assert "a pair of its toy world, in place of the paper's <code>lion</code>" in banner
     banner = companion.provenance(sd1_pipe, prompts=("lion", "cat")).data
@@ -68,18 +77,18 @@ def test_chapters_blend_toy_prompts_with_the_embedded_model_and_say_so(sd1_pipe)
         "the paper's own prompts, which the embedded model does not know"
         in companion.provenance(sd1_pipe, paper_prompts=True).data
     )
-    sd1_pipe.register_to_config(_name_or_path="CompVis/stable-diffusion-v1-4")
+    name_pipe("CompVis/stable-diffusion-v1-4")
     banner = companion.provenance(sd1_pipe, prompts=("lion", "cat")).data
     assert "It blends <code>lion</code> and <code>cat</code> (the parameters cell sets them)." in banner
 
 
-def test_the_toy_world_chapter_refuses_other_models_and_says_its_results_are_measured(sd1_pipe):
+def test_the_toy_world_chapter_refuses_other_models_and_says_its_results_are_measured(sd1_pipe, name_pipe):
     with pytest.raises(ValueError, match="^model: .*'CompVis/stable-diffusion-v1-4'"):
         companion.start_toy_world("CompVis/stable-diffusion-v1-4")
-    sd1_pipe.register_to_config(_name_or_path="embedded")
+    name_pipe("embedded")
     banner = companion.provenance(sd1_pipe, toy_world=True).data
     assert "measured results about the toy world" in banner and "Smoke test" not in banner
-    sd1_pipe.register_to_config(_name_or_path="CompVis/stable-diffusion-v1-4")
+    name_pipe("CompVis/stable-diffusion-v1-4")
     with pytest.raises(ValueError, match="^toy_world"):
         companion.provenance(sd1_pipe, toy_world=True)
 
