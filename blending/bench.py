@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -465,42 +466,61 @@ def _table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure_sweep(experiment_name: str = "toy", max_batch_size: int = 12) -> dict:
+def measure_sweep(experiment_name: str = "toy", max_batch_size: int | None = None, repeats: int = 3) -> dict:
     """Images per second of ``blending sweep`` against ``blend`` called once per comparison, in
     one process with the same loaded model; then the command line with one process against two
-    (``accelerate launch``, over gloo on the CPU), start-up and model loading included."""
-    import os
+    (``accelerate launch``, over gloo on the CPU), start-up and model loading included.
+    ``max_batch_size`` defaults to the sweep's own default. Each time is the best of ``repeats``
+    runs: other work on the machine only ever slows a run down."""
     import subprocess
     import tempfile
 
     from .pipeline import blend
-    from .sweep import comparisons, load_experiment, run_sweep
+    from .sweep import DEFAULT_MAX_BATCH_SIZE, comparisons, load_experiment, run_sweep
 
+    max_batch_size = max_batch_size or DEFAULT_MAX_BATCH_SIZE
     experiment = load_experiment(experiment_name)
     pipe = load_pipeline(experiment.model)
     pipe.set_progress_bar_config(disable=True)
     work = Path(tempfile.mkdtemp())
     planned = comparisons(experiment)
     images = len(planned) * (2 + len(experiment.methods))
-    results: dict = {"experiment": experiment_name, "comparisons": len(planned), "images": images}
+    results: dict = {
+        "experiment": experiment_name,
+        "comparisons": len(planned),
+        "images": images,
+        "max_batch_size": max_batch_size,
+        "repeats": repeats,
+    }
 
-    started = time.perf_counter()
-    run_sweep(experiment, work / "in-process", pipe=pipe, max_batch_size=max_batch_size, progress=False)
-    results["sweep_seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
-    for c in planned:
-        blend(
-            pipe,
-            c.prompt_1,
-            c.prompt_2,
-            experiment.methods,
-            c.ratio,
-            seed=c.seed,
-            progress=False,
-            num_inference_steps=experiment.num_inference_steps,
-            guidance_scale=experiment.guidance_scale,
-        )
-    results["blend_per_comparison_seconds"] = time.perf_counter() - started
+    def best(run) -> float:
+        seconds = []
+        for attempt in range(repeats):
+            started = time.perf_counter()
+            run(attempt)
+            seconds.append(time.perf_counter() - started)
+        return min(seconds)
+
+    def sweep_in_process(attempt: int) -> None:
+        out = work / f"in-process-{attempt}"
+        run_sweep(experiment, out, pipe=pipe, max_batch_size=max_batch_size, progress=False)
+
+    def blend_per_comparison(attempt: int) -> None:
+        for c in planned:
+            blend(
+                pipe,
+                c.prompt_1,
+                c.prompt_2,
+                experiment.methods,
+                c.ratio,
+                seed=c.seed,
+                progress=False,
+                num_inference_steps=experiment.num_inference_steps,
+                guidance_scale=experiment.guidance_scale,
+            )
+
+    results["sweep_seconds"] = best(sweep_in_process)
+    results["blend_per_comparison_seconds"] = best(blend_per_comparison)
 
     command = ["-m", "blending", "sweep", experiment_name, "--max-batch-size", str(max_batch_size)]
     threads = torch.get_num_threads()
@@ -526,14 +546,15 @@ def measure_sweep(experiment_name: str = "toy", max_batch_size: int = 12) -> dic
         ),
     }
     for name, (argv, env) in runs.items():
-        started = time.perf_counter()
-        subprocess.run(
-            [*argv, "--out", str(work / name.replace(" ", "-"))],
-            check=True,
-            capture_output=True,
-            env={**os.environ, **env},
+        folder = name.replace(" ", "-")
+        results[f"command_seconds ({name})"] = best(
+            lambda attempt, argv=argv, env=env, folder=folder: subprocess.run(
+                [*argv, "--out", str(work / f"{folder}-{attempt}")],
+                check=True,
+                capture_output=True,
+                env={**os.environ, **env},
+            )
         )
-        results[f"command_seconds ({name})"] = time.perf_counter() - started
     return results
 
 
@@ -545,16 +566,18 @@ def sweep_table(report: dict) -> str:
 
     lines = [
         f"Sweep throughput: the `{r['experiment']}` experiment ({r['comparisons']} comparisons, {r['images']} images), "
-        f"{report['device_name']}, {report['date']}.",
+        f"{report['device_name']}, {report['date']}; each time the best of {r['repeats']} runs.",
         "",
         "| how | seconds | images per second |",
         "| --- | --- | --- |",
-        f"| `run_sweep`, model loaded (chunks of seeds, max_batch_size 12) | {r['sweep_seconds']:.1f} | {rate(r['sweep_seconds'])} |",
+        f"| `run_sweep`, model loaded (chunks of seeds, max_batch_size {r['max_batch_size']}) | {r['sweep_seconds']:.1f} | {rate(r['sweep_seconds'])} |",
         f"| `blend` once per comparison, model loaded | {r['blend_per_comparison_seconds']:.1f} | {rate(r['blend_per_comparison_seconds'])} |",
     ]
     for name in ("1 process", "2 processes"):
         seconds = r[f"command_seconds ({name})"]
         lines.append(f"| `blending sweep`, {name}, start-up and loading included | {seconds:.1f} | {rate(seconds)} |")
+    if report.get("note"):  # what the numbers alone do not say, e.g. a machine shared while measuring
+        lines += ["", report["note"]]
     return "\n".join(lines) + "\n"
 
 
@@ -588,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         default=T4_BUDGET_GIB,
         help="with --memory on cuda: the memory that the 'fits' column allows (default: a 16 GB T4's)",
     )
+    parser.add_argument("--note", help="with --sweep: a sentence for the table, e.g. what else ran meanwhile")
     parser.add_argument(
         "--sweep",
         action="store_true",
@@ -597,11 +621,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.sweep:
         report = {
-            "device_name": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "device_name": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
             "date": time.strftime("%Y-%m-%d"),
             "versions": library_versions(),
             "results": measure_sweep(),
         }
+        if args.note:
+            report["note"] = args.note
         table = sweep_table(report)
         sys.stdout.write(table)
         name = args.name or "sweep-cpu"
