@@ -9,7 +9,9 @@ level that cannot take the pinned paths (no AVX2) runs unpinned in both: it stan
 architecture, whose drift only the fingerprints' tolerance can absorb.
 
 It writes ``OUT.json`` (every picture, every level) and ``OUT.md`` (each chapter's largest change
-and the picture that made it), which the book's *Status* page includes.
+and the picture that made it), which the book's *Status* page includes, after each level: a
+measurement is long (every chapter, once per level), so ``--only`` measures some chapters and a
+run adds to what ``OUT.json`` already holds, replacing only the chapters it measured again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from . import numerics
 from .fingerprint import REPORT, TOLERANCE
 
-__all__ = ["LEVELS", "measure", "table"]
+__all__ = ["LEVELS", "measure", "merge", "table"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,9 @@ _RECORD_ROUNDING = 0.5e-4 + 1e-9
 _UNPINNABLE = {"SSE4.2, no AVX (another architecture's stand-in)"}
 
 
-def _run_level(level: str, pinning: bool, notebooks: Path) -> list[dict]:
-    """Every picture's largest change at ``level``, from a check of a copy of ``notebooks``."""
+def _run_level(level: str, pinning: bool, notebooks: Path, only: list[str] | None = None) -> list[dict]:
+    """Every picture's largest change at ``level``, from a check of a copy of ``notebooks`` (of
+    the chapters in ``only``, if given)."""
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "notebooks"
         shutil.copytree(notebooks, copy, ignore=shutil.ignore_patterns("figures", "*.failed.ipynb"))
@@ -76,6 +79,8 @@ def _run_level(level: str, pinning: bool, notebooks: Path) -> list[dict]:
         if not pinning or level in _UNPINNABLE:
             environment[numerics.UNPINNED] = "1"
         command = [sys.executable, "-m", "blending.figures", "--check", "--notebooks", str(copy)]
+        if only:
+            command += ["--only", *only]
         logger.info("%s, %s: %s", level, "pinned" if pinning else "unpinned", " ".join(command))
         finished = subprocess.run(command, env=environment, capture_output=True, text=True)
         if not report.is_file():
@@ -83,19 +88,45 @@ def _run_level(level: str, pinning: bool, notebooks: Path) -> list[dict]:
         return [json.loads(line) for line in report.read_text().splitlines()]
 
 
-def measure(notebooks: Path, levels: list[str], conditions: list[bool]) -> dict:
-    """The measurement: for each condition (pinned or not) and level, every picture's change."""
-    results = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {numerics.cpu_capability()}, {os.cpu_count()} cores",
-        "tolerance": TOLERANCE,
-        "levels": {},
-    }
+def measure(
+    notebooks: Path,
+    levels: list[str],
+    conditions: list[bool],
+    only: list[str] | None = None,
+    results: dict | None = None,
+    write=None,
+) -> dict:
+    """The measurement: for each condition (pinned or not) and level, every picture's change,
+    merged into ``results`` (an earlier measurement on this machine, or none); ``write`` is
+    called with the results after each level."""
+    results = results or {"levels": {}}
     for pinning in conditions:
         for level in levels:
-            pictures = _run_level(level, pinning, notebooks)
-            results["levels"].setdefault("pinned" if pinning else "unpinned", {})[level] = pictures
+            pictures = _run_level(level, pinning, notebooks, only)
+            results = merge(results, "pinned" if pinning else "unpinned", level, pictures)
+            if write is not None:
+                write(results)
     return results
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {numerics.cpu_capability()}, {os.cpu_count()} cores"
+
+
+def merge(results: dict, condition: str, level: str, pictures: list[dict]) -> dict:
+    """``results`` with ``pictures`` measured at ``level`` under ``condition`` (``"pinned"`` or
+    ``"unpinned"``): they replace the pictures of their chapters there, and the others stay."""
+    measured = {p["fingerprints"] for p in pictures}
+    levels = {condition: dict(by_level) for condition, by_level in results.get("levels", {}).items()}
+    kept = [p for p in levels.get(condition, {}).get(level, []) if p["fingerprints"] not in measured]
+    levels.setdefault(condition, {})[level] = sorted(kept + pictures, key=lambda p: p["fingerprints"])
+    today, first = datetime.date.today().isoformat(), results.get("date", "").split(" to ")[0]
+    return {
+        "date": today if first in ("", today) else f"{first} to {today}",
+        "machine": _machine(),
+        "tolerance": TOLERANCE,
+        "levels": levels,
+    }
 
 
 def table(results: dict) -> str:
@@ -132,15 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
     parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))
+    parser.add_argument("--only", nargs="+", help="chapters (notebook names without .ipynb) to measure")
     parser.add_argument("--unpinned", action="store_true", help="also measure with each CPU's own paths")
     parser.add_argument("--only-unpinned", action="store_true", help="measure only with each CPU's own paths")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     conditions = [False] if args.only_unpinned else [True, False] if args.unpinned else [True]
-    results = measure(args.notebooks, args.levels, conditions)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(table(results))
+    json_path, table_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
+    earlier = json.loads(json_path.read_text()) if json_path.is_file() else None
+    if earlier is not None and earlier.get("machine") != _machine():
+        parser.error(f"--out: {json_path} was measured on {earlier.get('machine')}, not on this {_machine()}")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(results: dict) -> None:
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+        table_path.write_text(table(results))
+
+    results = measure(args.notebooks, args.levels, conditions, args.only, earlier, write)
     sys.stdout.write(table(results))
     return 0
 

@@ -158,3 +158,28 @@ def test_the_portability_table_marks_what_moved_past_the_tolerance():
     lines = table(results).splitlines()
     assert "| a (1 pictures) | 0 | 0.0100 |" in lines
     assert "| b (1 pictures) | **0.0300** (q) | not measured |" in lines
+
+
+def test_a_portability_measurement_of_some_chapters_replaces_only_theirs():
+    from blending.portability import merge
+
+    level = "SSE4.2, no AVX (another architecture's stand-in)"
+    earlier = {
+        "date": "2026-11-30",
+        "levels": {
+            "unpinned": {
+                level: [
+                    {"fingerprints": "01_methods", "picture": "a", "change": 0.01},
+                    {"fingerprints": "03_comparison_grid", "picture": "b", "change": 0.03},
+                ]
+            }
+        },
+    }
+    again = [{"fingerprints": "03_comparison_grid", "picture": "b", "change": 0.02}]
+    merged = merge(earlier, "unpinned", level, again)
+    assert merged["levels"]["unpinned"][level] == [earlier["levels"]["unpinned"][level][0], *again]
+    assert merged["date"].startswith("2026-11-30 to ") or merged["date"] == "2026-11-30"
+    pinned = merge(merged, "pinned", "AVX2", again)
+    assert pinned["levels"]["unpinned"] == merged["levels"]["unpinned"] and pinned["levels"]["pinned"] == {
+        "AVX2": again
+    }
