@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,9 +20,12 @@ __all__ = [
     "best_method_table",
     "findings",
     "generations_figure",
+    "largest_swap_moves",
     "order_table",
     "pairs_table",
     "scored_examples_table",
+    "SwapMove",
+    "swap_moves",
     "wiring_table",
     "world_figure",
 ]
@@ -135,6 +139,11 @@ def attribute_curves(shares: list[Share]) -> Figure:
     return figure
 
 
+def _percent(fraction: float) -> int:
+    """A fraction as the whole percentage the tables show (so prose computed from it agrees)."""
+    return int(f"{100 * fraction:.0f}")
+
+
 def order_table(shares: list[Share], ratio: float = 0.5) -> str:
     """A markdown table: at ``ratio``, each attribute's source in both prompt orders."""
     cells = _by_cell(shares)
@@ -148,15 +157,111 @@ def order_table(shares: list[Share], ratio: float = 0.5) -> str:
             for swapped in (False, True):
                 sh = cells.get((swapped, method, ratio, attribute))
                 texts.append(
-                    "n/a" if sh is None else " / ".join(f"{100 * sh.fractions[s]:.0f}%" for s in DISTINCT_SOURCES)
+                    "n/a" if sh is None else " / ".join(f"{_percent(sh.fractions[s])}%" for s in DISTINCT_SOURCES)
                 )
             lines.append(f"| {method.upper()} | {attribute} | {texts[0]} | {texts[1]} |")
     return "\n".join(lines)
 
 
-def findings(shares: list[Share], ratio: float = 0.5) -> str:
-    """What the shares say at ``ratio``, in plain words (markdown)."""
+#: With the prompts swapped, what each source of the pairs' own order is called.
+_SWAPPED_SOURCE = {"prompt_1": "prompt_2", "prompt_2": "prompt_1", "neither": "neither"}
+
+
+@dataclass(frozen=True)
+class SwapMove:
+    """How one share moves at ``ratio`` when a method's prompts are swapped, in the whole
+    percentages :func:`order_table` shows.
+
+    ``source`` names the share in the pairs' own order: ``"prompt_1"`` is the concept (shape,
+    colour or size) named by the pairs' prompt 1, which the swapped order calls prompt 2;
+    ``"prompt_2"`` likewise; ``"neither"`` is the share from neither prompt in both orders.
+    ``in_order`` and ``swapped`` are that share's percentages in the two orders (in the table,
+    *from 1* in one order against *from 2* in the other); ``points`` how far it moves.
+    """
+
+    method: str
+    ratio: float
+    attribute: str
+    source: str
+    in_order: int
+    swapped: int
+
+    @property
+    def points(self) -> int:
+        """How many percentage points the share moves (as the table's numbers differ)."""
+        return abs(self.swapped - self.in_order)
+
+
+def swap_moves(shares: list[Share], ratio: float = 0.5) -> list[SwapMove]:
+    """Every share's move at ``ratio`` when the prompts are swapped: per method (in
+    :data:`~blending.methods.METHODS` order), attribute and source (prompt 1's concept, prompt
+    2's concept, neither), for the cells :func:`order_table` shows in both orders."""
     cells = _by_cell(shares)
+    moves = []
+    for method in METHODS:
+        for attribute in ATTRIBUTES:
+            forward, swapped = (cells.get((order, method, ratio, attribute)) for order in (False, True))
+            if forward is None or swapped is None:
+                continue
+            for source in DISTINCT_SOURCES:
+                moves.append(
+                    SwapMove(
+                        method,
+                        ratio,
+                        attribute,
+                        source,
+                        in_order=_percent(forward.fractions[source]),
+                        swapped=_percent(swapped.fractions[_SWAPPED_SOURCE[source]]),
+                    )
+                )
+    return moves
+
+
+def largest_swap_moves(
+    shares: list[Share], ratio: float = 0.5, sources: tuple[str, ...] = ("prompt_1", "prompt_2")
+) -> dict[str, SwapMove]:
+    """For each method with both orders at ``ratio``: its largest :class:`SwapMove` among
+    ``sources`` (by default both prompts' concepts; ``("neither",)`` for the share from neither
+    prompt). Ties go to the first attribute, then prompt 1's concept. Keys are the methods, in
+    :data:`~blending.methods.METHODS` order."""
+    largest: dict[str, SwapMove] = {}
+    for move in swap_moves(shares, ratio):
+        if move.source in sources and (move.method not in largest or move.points > largest[move.method].points):
+            largest[move.method] = move
+    return largest
+
+
+def _swap_sentence(concept: SwapMove, neither: SwapMove | None) -> str:
+    if concept.points == 0 and (neither is None or neither.points == 0):
+        return "Swapping the prompts leaves every concept's share as it was (within a point)."
+    if concept.points == 0:
+        sentence = "Swapping the prompts leaves every concept's share as it was (within a point)"
+    else:
+        prompt = concept.source.removeprefix("prompt_")
+        sentence = (
+            f"Swapping the prompts moves a concept's share by up to {concept.points} points "
+            f"(the {concept.attribute} of the pairs' prompt {prompt}: {concept.in_order}% in order, "
+            f"{concept.swapped}% swapped)"
+        )
+    if neither is not None and neither.points > concept.points:
+        link = ", but" if concept.points == 0 else ", and"
+        sentence += (
+            f"{link} the share from neither prompt by up to {neither.points} points "
+            f"({neither.attribute}: {neither.in_order}% in order, {neither.swapped}% swapped)"
+        )
+    return sentence + "."
+
+
+def findings(shares: list[Share], ratio: float = 0.5) -> str:
+    """What the shares say at ``ratio``, in plain words (markdown).
+
+    For a method with both orders, how far swapping the prompts moves a share: the largest move
+    of either prompt's concept (:func:`largest_swap_moves`), and that of the share from neither
+    prompt where it moves further, each computed from the percentages :func:`order_table` shows.
+    """
+    cells = _by_cell(shares)
+    concepts = largest_swap_moves(shares, ratio)
+    neither = largest_swap_moves(shares, ratio, sources=("neither",))
     where = {"prompt_1": "prompt 1", "prompt_2": "prompt 2", "neither": "neither prompt"}
     sentences = []
     for method in METHODS:
@@ -171,24 +276,17 @@ def findings(shares: list[Share], ratio: float = 0.5) -> str:
             if low <= sh.fractions[second]:
                 # the runner-up lies inside the leader's interval: no clear leader
                 parts.append(
-                    f"{attribute} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval}) as often as "
-                    f"from {where[second]} ({100 * sh.fractions[second]:.0f}%)"
+                    f"{attribute} from {where[first]} ({_percent(sh.fractions[first])}%, {interval}) as often as "
+                    f"from {where[second]} ({_percent(sh.fractions[second])}%)"
                 )
             else:
                 how = "mostly" if sh.fractions[first] > 0.5 else "most often"
-                parts.append(f"{attribute} {how} from {where[first]} ({100 * sh.fractions[first]:.0f}%, {interval})")
+                parts.append(f"{attribute} {how} from {where[first]} ({_percent(sh.fractions[first])}%, {interval})")
         if not parts:
             continue
         sentences.append(f"- **{method.upper()}** takes its " + "; ".join(parts) + ".")
-        forward = [cells.get((False, method, ratio, a)) for a in ATTRIBUTES]
-        swapped = [cells.get((True, method, ratio, a)) for a in ATTRIBUTES]
-        if all(forward) and all(swapped):
-            # in the swapped order prompt 2 holds what prompt 1 held: compare the same concept
-            shift = max(abs(f.fractions["prompt_1"] - s.fractions["prompt_2"]) for f, s in zip(forward, swapped))
-            if round(100 * shift) == 0:
-                sentences[-1] += " Swapping the prompts leaves every concept's share as it was (within a point)."
-            else:
-                sentences[-1] += f" Swapping the prompts moves a concept's share by up to {100 * shift:.0f} points."
+        if method in concepts:
+            sentences[-1] += " " + _swap_sentence(concepts[method], neither.get(method))
     return "\n".join(sentences)
 
 
