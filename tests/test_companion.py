@@ -18,7 +18,6 @@ from blending.plot import triptych
 from .conftest import STEPS
 
 
-
 @pytest.fixture
 def name_pipe(sd1_pipe):
     """Names the shared pipeline as a loaded model would be named, and restores its name after."""
