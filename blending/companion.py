@@ -23,7 +23,9 @@ __all__ = [
     "chapter_prompts",
     "check_pictures",
     "denoising_frames",
+    "drawn_by",
     "figure",
+    "glue",
     "pictures",
     "provenance",
     "start",
@@ -121,13 +123,43 @@ def provenance(pipe, *, toy_world: bool = False, prompts: tuple[str, str] | None
     return HTML(f'<div class="admonition note"><p class="admonition-title">Model</p><p>{drawn_by}{blended}</p></div>')
 
 
-def figure(fig, output_dir: str | Path, name: str):
-    """Save a matplotlib figure as ``output_dir/name.png`` and return that PNG for display."""
+#: The MIME prefix under which MyST-NB finds a glued value that is not displayed (``myst_nb.glue``).
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def glue(name: str, value) -> None:
+    """Record ``value`` under ``name`` for the book's prose (MyST-NB's ``{glue:text}`name```)
+    without displaying it: what ``myst_nb.glue(name, value, display=False)`` writes, without
+    needing MyST-NB where the chapter runs (Colab, Binder)."""
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display
+
+    bundle, metadata = format_display_data(value)
+    metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_PREFIX}
+    display({GLUE_PREFIX + mime: data for mime, data in bundle.items()}, raw=True, metadata=metadata)
+
+
+def drawn_by(model: str) -> str:
+    """The words that name the model that drew a figure, on the figure and in its caption: a
+    figure seen on its own (or downloaded) must not pass for the paper's."""
+    return "the embedded toy model, not Stable Diffusion" if model == "embedded" else model
+
+
+def figure(fig, output_dir: str | Path, name: str, *, model: str | None):
+    """Save a matplotlib figure as ``output_dir/name.png`` and return that PNG for display.
+
+    ``model`` (a pipeline's ``name_or_path``) drew the pictures in it, and a corner mark under the
+    figure names it (:func:`drawn_by`); ``None`` for a figure of no model's pictures (the toy
+    world's own drawings).
+    """
     from IPython.display import Image
 
     path = Path(output_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    if model is not None:
+        fig.text(0.995, 0.0, f"Drawn by {drawn_by(model)}", ha="right", va="top", fontsize=8, color="0.35")
+    # tight: the mark sits below the figure's own area
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight", pad_inches=0.06)
     return Image(filename=str(path))
 
 
@@ -180,8 +212,9 @@ def denoising_frames(
     return result, frames
 
 
-def write_animation(frames: list[np.ndarray], title: str, gif_path: str | Path, fps: int = 5):
-    """The frames as an animation: written to ``gif_path`` and returned as HTML that plays in a page."""
+def write_animation(frames: list[np.ndarray], title: str, gif_path: str | Path, fps: int = 5, *, model: str):
+    """The frames as an animation: written to ``gif_path`` and returned as HTML that plays in a
+    page; under the frames, the model that drew them (:func:`drawn_by`)."""
     from IPython.display import HTML
     from matplotlib.animation import FuncAnimation, PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -189,10 +222,11 @@ def write_animation(frames: list[np.ndarray], title: str, gif_path: str | Path, 
 
     fig = Figure(figsize=(3.2, 3.5))
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 0.9))
+    ax = fig.add_axes((0, 0.06, 1, 0.84))
     ax.set_axis_off()
     shown = ax.imshow(frames[0])
     heading = fig.suptitle(f"{title}, step 1/{len(frames)}", fontsize=9)
+    fig.text(0.5, 0.0, f"Drawn by {drawn_by(model)}", ha="center", va="bottom", fontsize=7, color="0.35")
 
     def draw(i):
         shown.set_data(frames[i])

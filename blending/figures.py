@@ -63,7 +63,9 @@ def _only_model(path: Path) -> str | None:
 
 def _strip_volatile(path: Path) -> None:
     """Drop what differs between two identical runs, so that a rerun leaves the file unchanged,
-    and what the pages do not show: library warnings and progress bars on stderr."""
+    and what the pages do not show: library warnings and progress bars on stderr. The parameters
+    papermill injected stay in the notebook (they say how it was drawn) but off the page, as the
+    parameters cell is."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -73,6 +75,9 @@ def _strip_volatile(path: Path) -> None:
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if _WIDGET not in o.get("data", {}) and o.get("name") != "stderr"]
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
     nbformat.write(notebook, path)
 
 

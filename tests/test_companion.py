@@ -37,15 +37,29 @@ def test_denoising_frames_end_on_the_blend_itself(sd1_pipe):
 
 def test_animation_is_a_gif_with_a_frame_per_step_and_playable_html(sd1_pipe, tmp_path):
     _, frames = companion.denoising_frames(sd1_pipe, "lion", "cat", "switch", num_inference_steps=STEPS, progress=False)
-    html = companion.write_animation(frames, "SWITCH", tmp_path / "a.gif")
+    html = companion.write_animation(frames, "SWITCH", tmp_path / "a.gif", model="embedded")
     assert Image.open(tmp_path / "a.gif").n_frames == STEPS
     assert "<script" in html.data and "animation" in html.data.lower()
 
 
 def test_figure_writes_the_png_it_shows(sd1_pipe, tmp_path):
     result = blend(sd1_pipe, "lion", "cat", ("unet",), num_inference_steps=STEPS, progress=False)
-    image = companion.figure(triptych(result), tmp_path / "out", "unet")
+    image = companion.figure(triptych(result), tmp_path / "out", "unet", model="embedded")
     assert (tmp_path / "out" / "unet.png").read_bytes() == image.data
+
+
+def test_a_figure_names_the_model_that_drew_it_below_its_pictures(sd1_pipe, tmp_path):
+    result = blend(sd1_pipe, "lion", "cat", ("unet",), num_inference_steps=STEPS, progress=False)
+    marked = triptych(result)
+    companion.figure(marked, tmp_path, "marked", model="embedded")
+    assert [t.get_text() for t in marked.texts] == ["Drawn by the embedded toy model, not Stable Diffusion"]
+    plain = triptych(result)
+    companion.figure(plain, tmp_path, "plain", model=None)
+    assert plain.texts == []
+    # the mark is drawn under the pictures, not over them
+    with Image.open(tmp_path / "marked.png") as mark, Image.open(tmp_path / "plain.png") as no_mark:
+        assert mark.height > no_mark.height
+    assert companion.drawn_by("CompVis/stable-diffusion-v1-4") == "CompVis/stable-diffusion-v1-4"
 
 
 def test_summary_has_a_line_per_image(sd1_pipe):
@@ -221,3 +235,15 @@ def test_a_default_run_injects_no_parameters(tiny_notebook):
     regenerate(notebooks=tiny_notebook)
     notebook = nbformat.read(tiny_notebook / "probe.ipynb", as_version=4)
     assert not any("injected-parameters" in cell.metadata.get("tags", []) for cell in notebook.cells)
+
+
+def test_glue_records_what_myst_nb_glue_records(monkeypatch):
+    myst_nb = pytest.importorskip("myst_nb")
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: shown.append((args, kwargs)))
+    monkeypatch.setattr("myst_nb.ext.glue.ipy_display", lambda *args, **kwargs: shown.append((args, kwargs)))
+    companion.glue("points", 32)
+    myst_nb.glue("points", 32, display=False)
+    assert shown[0] == shown[1] and shown[0][0][0] == {"application/papermill.record/text/plain": "32"}
