@@ -297,11 +297,11 @@ def measure(pipe, settings: dict, runs: int, width_divisor: int | None) -> dict:
 
 # -- memory ------------------------------------------------------------------------------------
 
-#: The memory table's cases: one comparison (6 images) and the authors' ten seeds (60 images),
+#: The memory table's cases, one comparison (6 images) and the authors' ten seeds (60 images),
 #: each at several max_batch_size values (None: all images in one batch).
 MEMORY_CASES = {"one comparison": (1, (None, 3, 1)), "ten seeds": (10, (None, 30, 12, 6))}
-#: What PyTorch can allocate on Colab's free GPU: a T4 shows 15,095 MiB, less about 350 MiB of
-#: CUDA context, which PyTorch's allocator does not see.
+#: What PyTorch can allocate on Colab's free GPU, a T4 (it shows 15,095 MiB, less about 350 MiB of
+#: CUDA context, which PyTorch's allocator does not see).
 T4_BUDGET_GIB = 14.4
 
 

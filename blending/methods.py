@@ -160,8 +160,8 @@ def unet(
     )
 
 
-#: What UNET gives SDXL's pooled embedding (``BlendSettings.unet_pooled``): weight ``ratio``, or
-#: one prompt's at every ratio.
+#: What UNET may give SDXL's pooled embedding (``BlendSettings.unet_pooled``), the weight
+#: ``ratio`` or one prompt's at every ratio.
 UNET_POOLED = ("ratio", "prompt_1", "prompt_2")
 
 MethodFn = Callable[[float, int, CrossAttentionLayout, "int | None"], Schedule]

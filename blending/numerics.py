@@ -50,8 +50,8 @@ PINNED_ENVIRONMENT = {
     "MKL_NUM_THREADS": "2",
 }
 
-#: Set to 1, this environment variable keeps the CPU's own paths: for measuring what pinning
-#: changes (``python -m blending.portability``), never for drawing committed figures.
+#: Set to 1, this environment variable keeps the CPU's own paths, for measuring what pinning
+#: changes (``python -m blending.portability``) and never for drawing committed figures.
 UNPINNED = "BLENDING_UNPINNED"
 
 

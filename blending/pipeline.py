@@ -36,7 +36,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-#: The largest seed: torch.Generator.manual_seed takes unsigned 64-bit seeds.
+#: The largest seed, since torch.Generator.manual_seed takes unsigned 64-bit seeds.
 MAX_SEED = 2**64 - 1
 
 

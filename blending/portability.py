@@ -35,7 +35,7 @@ __all__ = ["LEVELS", "measure", "merge", "table"]
 
 logger = logging.getLogger(__name__)
 
-#: Each level: the switches that make this CPU compute like one that offers only that level.
+#: For each level, the switches that make this CPU compute like one that offers only that level.
 #: ``MKL_ENABLE_INSTRUCTIONS`` caps MKL's dispatch as ``MKL_CBWR`` does, but leaves MKL free to
 #: choose its path below the cap, as it does on a CPU of that level.
 LEVELS = {
@@ -62,7 +62,7 @@ LEVELS = {
     },
 }
 _RECORD_ROUNDING = 0.5e-4 + 1e-9
-#: The levels without AVX2: they cannot take the pinned paths.
+#: The levels without AVX2, which cannot take the pinned paths.
 _UNPINNABLE = {"SSE4.2, no AVX (another architecture's stand-in)"}
 
 

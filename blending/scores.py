@@ -69,10 +69,10 @@ logger = logging.getLogger(__name__)
 
 #: The CLIP model that ships in the package, trained on the toy world (``python -m blending.toy.clip``).
 EMBEDDED_CLIP = Path(__file__).parent / "models" / "clip"
-#: The default scorer: the CLIP whose text tower Stable Diffusion v1.x uses as its text encoder.
+#: The default scorer, the CLIP whose text tower Stable Diffusion v1.x uses as its text encoder.
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
-#: The scale of the text scores: ``100 * max(cos, 0)``, as torchmetrics' ``CLIPScore`` (Hessel et
-#: al. 2021 use 2.5).
+#: The scale of the text scores, ``100 * max(cos, 0)`` as in torchmetrics' ``CLIPScore`` (Hessel
+#: et al. 2021 use 2.5).
 CLIP_SCORE_SCALE = 100.0
 # The files a CLIP checkpoint needs: configurations, tokenizer and safetensors weights, no pickles.
 _CLIP_FILES = ["*.json", "*.txt", "*.safetensors"]

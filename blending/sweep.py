@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 #: The experiments that ship with the package, runnable by name.
 EXPERIMENTS = ("paper", "toy")
 
-#: The most images a sweep denoises in one batch unless told otherwise: Stable Diffusion v1.4 at
+#: The most images a sweep denoises in one batch unless told otherwise; Stable Diffusion v1.4 at
 #: 512x512 in float16 fits a 16 GB GPU with 12 (benchmarks/gpu-memory.md), as the notebooks use.
 DEFAULT_MAX_BATCH_SIZE = 12
 
@@ -73,11 +73,11 @@ DEFAULT_MAX_BATCH_SIZE = 12
 #: paper authors' noise), else cpu.
 GENERATOR_DEVICES = ("auto", "cpu", "cuda", "mps")
 
-#: SQLite journal modes an index can use: WAL lets several processes write at once, but needs a
+#: The SQLite journal modes an index can use. WAL lets several processes write at once, but needs a
 #: file system with shared memory (not network ones such as a Google Drive mounted in Colab).
 JOURNAL_MODES = ("wal", "delete")
 
-#: Where a pair comes from: one the paper's authors show, or one this project added.
+#: Where a pair comes from, one the paper's authors show or one this project added.
 SOURCES = ("authors", "ours")
 
 _KEYS = {
