@@ -752,6 +752,19 @@ def write_gallery(out: str | os.PathLike) -> Path:
 _SOURCE_NOTES = {"authors": " (authors' pair)", "ours": " (ours)"}
 
 
+def _alt(image: str, prompt_1: str, prompt_2: str, seed: str) -> str:
+    """A gallery picture in words: what a screen reader says, and what a broken image shows."""
+    from html import escape
+
+    plain = {"prompt_1": prompt_1, "prompt_2": prompt_2}
+    what = (
+        f"the plain image of {plain[image]}"
+        if image in plain
+        else f"the {image.upper()} blend of {prompt_1} and {prompt_2}"
+    )
+    return escape(f"{what}, seed {seed}")
+
+
 def gallery_html(out: str | os.PathLike, *, inline: bool = False) -> str:
     """The gallery of :func:`write_gallery` as text; with ``inline``, the images are embedded as
     data URIs (for a notebook or a page that does not ship the folder)."""
@@ -783,13 +796,13 @@ def gallery_html(out: str | os.PathLike, *, inline: bool = False) -> str:
     sections: dict[str, list[str]] = {pair.get("category", ""): [] for pair in pairs}
     for comparison, entry in sorted(by_comparison.items()):
         prompt_1, prompt_2 = (escape(p) for p in entry["prompts"])
+        pair, seed = int(comparison.split("-", 1)[0]), comparison.rsplit("-", 1)[-1]
         cells = "".join(
-            f'<td><img src="{source(entry["images"][c])}" alt="{escape(c)}" loading="lazy"></td>'
+            f'<td><img src="{source(entry["images"][c])}" alt="{_alt(c, *entry["prompts"], seed)}" loading="lazy"></td>'
             if c in entry["images"]
             else "<td></td>"
             for c in columns
         )
-        pair, seed = int(comparison.split("-", 1)[0]), comparison.rsplit("-", 1)[-1]
         origin = _SOURCE_NOTES.get(pairs[pair].get("source") if pair < len(pairs) else None, "")
         sections.setdefault(entry["category"], []).append(
             f"<tr><th>{prompt_1} / {prompt_2}<br><small>seed {escape(seed)}{origin}</small></th>{cells}</tr>"

@@ -382,6 +382,10 @@ def test_the_gallery_shows_categories_in_the_experiments_order_and_each_pairs_so
     gallery = (out / "gallery.html").read_text()
     assert gallery.index("<h2>compound words") < gallery.index("<h2>concrete concepts")
     assert gallery.count("<h2>") == 2 and gallery.count("(authors' pair)") == gallery.count("(ours)") == 1
+    # each picture says what it is, never which file it is
+    assert 'alt="the plain image of zebra, seed 0"' in gallery
+    assert 'alt="the TEXTUAL blend of lion and cat, seed 0"' in gallery
+    assert ".png" not in "".join(re.findall(r'alt="([^"]*)"', gallery))
 
 
 def test_the_delete_journal_mode_for_network_drives(sd1_pipe, tmp_path):
