@@ -23,6 +23,7 @@ __all__ = [
     "chapter_prompts",
     "check_pictures",
     "denoising_frames",
+    "distances_from_plain_images",
     "drawn_by",
     "figure",
     "glue",
@@ -116,8 +117,8 @@ def provenance(pipe, *, toy_world: bool = False, prompts: tuple[str, str] | None
             '<div class="admonition warning"><p class="admonition-title">Smoke test, not the paper\'s results</p>'
             f"<p>{drawn_by} The pictures on this page come from the small model that ships with the "
             "package, trained on a toy world of coloured shapes (see <em>A controlled world</em>), so "
-            f"that every page builds offline on a CPU.{blended} These pictures check the machinery; they "
-            "are not what blending does in Stable Diffusion. To draw them with Stable Diffusion v1.4, run "
+            f"that every page builds offline on a CPU.{blended} These pictures are a smoke test: they show "
+            "that the machinery runs end to end, not what blending does in Stable Diffusion. To draw them with Stable Diffusion v1.4, run "
             f"<code>{REGENERATE_WITH_SD}</code> on a GPU machine (see <em>Reproducing on a GPU</em>).</p></div>"
         )
     return HTML(f'<div class="admonition note"><p class="admonition-title">Model</p><p>{drawn_by}{blended}</p></div>')
@@ -161,6 +162,27 @@ def figure(fig, output_dir: str | Path, name: str, *, model: str | None):
     # tight: the mark sits below the figure's own area
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight", pad_inches=0.06)
     return Image(filename=str(path))
+
+
+def distances_from_plain_images(results: list[BlendResult], method: str) -> list[tuple[float, float]]:
+    """For each result, how far its ``method`` blend lies from prompt 1's and from prompt 2's
+    plain image: the mean absolute difference of their pixels, on a [0, 1] scale."""
+    from .plot import image_array
+
+    def scaled(image) -> np.ndarray:
+        array = image_array(image).astype(np.float64)
+        return array / 255 if array.max() > 1.5 else array  # PIL pictures are 0 to 255
+
+    distances = []
+    for result in results:
+        blended = scaled(result.blends[method])
+        distances.append(
+            (
+                float(np.abs(blended - scaled(result.prompt_1)).mean()),
+                float(np.abs(blended - scaled(result.prompt_2)).mean()),
+            )
+        )
+    return distances
 
 
 def summary(result: BlendResult) -> str:

@@ -247,3 +247,13 @@ def test_glue_records_what_myst_nb_glue_records(monkeypatch):
     companion.glue("points", 32)
     myst_nb.glue("points", 32, display=False)
     assert shown[0] == shown[1] and shown[0][0][0] == {"application/papermill.record/text/plain": "32"}
+
+
+def test_distances_from_the_plain_images_are_zero_where_the_blend_is_one_of_them(sd1_pipe):
+    ends = [
+        blend(sd1_pipe, "lion", "cat", ("switch",), seed=1, switch_step=step, num_inference_steps=STEPS, progress=False)
+        for step in (0, STEPS)
+    ]
+    (at_0_to_1, at_0_to_2), (at_end_to_1, at_end_to_2) = companion.distances_from_plain_images(ends, "switch")
+    assert at_0_to_2 == 0 and at_0_to_1 > 0.001  # switching at once: prompt 2's image
+    assert at_end_to_1 == 0 and at_end_to_2 == at_0_to_1  # never switching: prompt 1's

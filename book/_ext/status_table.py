@@ -9,6 +9,7 @@ built from committed files, so the table shows what the repository holds, wherev
 from pathlib import Path
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
@@ -31,8 +32,27 @@ def _cell(content) -> nodes.entry:
     return entry
 
 
+def _summary(rows: list[dict[str, str]]) -> nodes.paragraph:
+    """Which models drew this build's chapters, in one sentence."""
+    by_model: dict[str, int] = {}
+    for row in rows:
+        by_model[row["model"]] = by_model.get(row["model"], 0) + 1
+    words = {"embedded": "the embedded toy model (not Stable Diffusion)"}
+    parts = [f"{count} by {words.get(model, model)}" for model, count in by_model.items()]
+    if len(parts) == 1:
+        return nodes.paragraph(
+            text=f"In this build, all {len(rows)} chapters were drawn by {words.get(*by_model, *by_model)}."
+        )
+    return nodes.paragraph(
+        text=f"In this build, of the {len(rows)} chapters, " + "; ".join(parts) + " drew the pictures."
+    )
+
+
 class StatusTable(SphinxDirective):
+    """The table; with ``:summary:``, one sentence saying which models drew the chapters."""
+
     has_content = False
+    option_spec = {"summary": directives.flag}
 
     def run(self):
         path = Path(self.env.srcdir) / "notebooks" / status.FILENAME
@@ -40,6 +60,8 @@ class StatusTable(SphinxDirective):
         # the book's chapters, numbered in the order of the table of contents
         chapters = sorted(d for d in self.env.found_docs if d.startswith("notebooks/"))
         rows = status.rows(status.read(path), [d.removeprefix("notebooks/") for d in chapters])
+        if "summary" in self.options:
+            return [_summary(rows)]
         columns, shown = dict(COLUMNS), []
         libraries = {row["libraries"] for row in rows if row["libraries"]}
         if len(libraries) == 1:  # one set of versions drew every chapter: say it once
