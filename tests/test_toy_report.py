@@ -1,9 +1,22 @@
 """The controlled world's plain-words findings: a swap of the prompts is measured on both prompts'
-concepts, with the numbers the order table shows. Hand-made shares, no study run."""
+concepts, with the numbers the order table shows; the numbers chapter 6's prose quotes about CLIP
+(how often its pick is right, the methods' ranks) are those its tables show. Hand-made shares and
+records, no study run."""
 
+import math
 import re
 
-from blending.toy.report import SwapMove, findings, largest_swap_moves, order_table, swap_moves
+from blending.methods import METHODS
+from blending.toy.agreement import BestMethods, method_means, method_ranks, pick_rate
+from blending.toy.report import (
+    SwapMove,
+    best_method_table,
+    findings,
+    largest_swap_moves,
+    method_means_table,
+    order_table,
+    swap_moves,
+)
 from blending.toy.study import Share
 
 
@@ -122,3 +135,65 @@ def test_one_order_only_reports_no_swap():
     shares = [sh for sh in ALTERNATE if not sh.swapped]
     assert largest_swap_moves(shares) == {} and swap_moves(shares) == []
     assert "Swapping" not in findings(shares)
+
+
+def best(pair: int, clip_best: str, *truth_best: str) -> BestMethods:
+    return BestMethods(pair, False, 0.5, clip_best, truth_best, len(METHODS))
+
+
+def test_the_pick_rate_is_the_best_method_tables():
+    rows = [
+        best(0, "alternate", "textual"),  # wrong; chance 1/4
+        best(1, "textual", "textual", "switch"),  # right; chance 2/4
+        best(2, "unet", "unet"),  # right; chance 1/4
+        best(3, "unet", *METHODS),  # every method ties: left out
+    ]
+    rate = pick_rate(rows)
+    assert (rate.cells, rate.informative, rate.right) == (4, 3, 2)
+    assert math.isclose(rate.rate, 2 / 3) and math.isclose(rate.chance, (1 / 4 + 2 / 4 + 1 / 4) / 3)
+    assert "| coverage | 4 | 1 | 2 of 3 (67%) | 33% |" in best_method_table({"coverage": rows})
+    nothing = pick_rate([best(3, "unet", *METHODS)])
+    assert (nothing.informative, nothing.right) == (0, 0) and math.isnan(nothing.rate) and math.isnan(nothing.chance)
+
+
+def test_method_ranks_count_from_the_highest_on_each_side():
+    means = {"textual": (0.13, 10.9), "switch": (0.11, 13.6), "unet": (0.0, 6.1), "alternate": (0.09, 13.7)}
+    assert method_ranks(means) == {"textual": (1, 3), "switch": (2, 2), "unet": (4, 4), "alternate": (3, 1)}
+    # equal means keep the order given
+    assert method_ranks({"textual": (0.5, 1.0), "switch": (0.5, 1.0)}) == {"textual": (1, 1), "switch": (2, 2)}
+
+
+def record(method: str, seed: int, sources: tuple[str, str, str], text_1: float, text_2: float) -> dict:
+    coverage, total = min(text_1, text_2), text_1 + text_2
+    return {
+        "pair": 0,
+        "swapped": False,
+        "prompt_1": "a large red circle",
+        "prompt_2": "a small blue star",
+        "method": method,
+        "ratio": 0.5,
+        "seed": seed,
+        **{f"{a}_source": s for a, s in zip(("shape", "colour", "size"), sources)},
+        "text_1": text_1,
+        "text_2": text_2,
+        "coverage": coverage,
+        "balance": 1 - abs(text_1 - text_2) / total,
+    }
+
+
+def test_the_method_means_table_shows_method_ranks():
+    sources = {
+        "textual": ("prompt_1", "prompt_2", "prompt_2"),
+        "switch": ("prompt_1", "prompt_1", "prompt_2"),
+        "unet": ("prompt_2",) * 3,
+        "alternate": ("prompt_1", "neither", "neither"),
+    }
+    texts = {"textual": (20, 10), "switch": (12, 10), "unet": (30, 2), "alternate": (15, 15)}
+    records = [record(m, seed, sources[m], *texts[m]) for m in METHODS for seed in range(2)]
+    table = method_means_table(records)
+    for measure, columns in (("coverage", (1, 2)), ("balance", (3, 4))):
+        ranks = method_ranks(method_means(records, measure))
+        for row in table.splitlines()[2:]:
+            cells = [cell.strip() for cell in row.strip("|").split("|")]
+            shown = tuple(int(re.search(r"\((\d)\)", cells[c]).group(1)) for c in columns)
+            assert shown == ranks[cells[0].lower()]

@@ -16,7 +16,8 @@ by blend, over the records of a study (:func:`blending.toy.study.run_study` with
   prompts, from one only, or from neither: can CLIP tell a failed blend from a partial one?
 - :func:`best_methods`: for each pair, order and ratio, the method with the highest mean CLIP
   number against the methods with the highest mean readers' number: how often would "pick the
-  method CLIP likes best" pick a method that is best in truth?
+  method CLIP likes best" pick a method that is best in truth? :func:`pick_rate` counts it, and
+  :func:`method_ranks` ranks the methods by :func:`method_means`.
 
 Only blends (ratios strictly between 0 and 1) count; at ratios 0 and 1 every method is a
 plain image.
@@ -38,11 +39,14 @@ __all__ = [
     "Agreement",
     "BestMethods",
     "ReaderScores",
+    "PickRate",
     "TruthGroup",
     "best_methods",
     "cell_means",
     "clip_value",
     "method_means",
+    "method_ranks",
+    "pick_rate",
     "reader_scores",
     "score_agreement",
     "spearman",
@@ -238,6 +242,31 @@ def best_methods(records: list[dict], measure: str = "coverage") -> list[BestMet
     return rows
 
 
+@dataclass(frozen=True)
+class PickRate:
+    """How often CLIP's best method is a best one in truth, over the :class:`BestMethods` of one
+    measure: ``right`` of the ``informative`` cells (those where the methods do not all tie in
+    truth; ``cells`` counts them all), against ``chance``, the rate a random pick reaches (the
+    mean over the informative cells of ``len(truth_best) / methods``; NaN without any)."""
+
+    cells: int
+    informative: int
+    right: int
+    chance: float
+
+    @property
+    def rate(self) -> float:
+        """``right / informative``; NaN without informative cells."""
+        return self.right / self.informative if self.informative else math.nan
+
+
+def pick_rate(rows: list[BestMethods]) -> PickRate:
+    """The :class:`PickRate` of :func:`best_methods`' rows."""
+    informative = [r for r in rows if r.informative]
+    chance = sum(len(r.truth_best) / r.methods for r in informative) / len(informative) if informative else math.nan
+    return PickRate(len(rows), len(informative), sum(r.agree for r in informative), chance)
+
+
 def method_means(records: list[dict], measure: str, ratio: float = 0.5) -> dict[str, tuple[float, float]]:
     """Per method, at ``ratio``: the readers' and CLIP's mean ``measure``, over the cells of
     :func:`cell_means` (each pair and order weighs the same, whatever its number of seeds)."""
@@ -248,6 +277,16 @@ def method_means(records: list[dict], measure: str, ratio: float = 0.5) -> dict[
     if not by_method:
         raise ValueError(f"ratio: no blends with a defined {measure} at {ratio}")
     return {m: tuple(float(v) for v in np.mean(by_method[m], axis=0)) for m in METHODS if m in by_method}
+
+
+def method_ranks(means: dict[str, tuple[float, float]]) -> dict[str, tuple[int, int]]:
+    """Each method's rank among ``means`` (:func:`method_means`), 1 for the highest: by the
+    readers' mean and by CLIP's. Equal means keep the order of ``means``."""
+    ranks = {m: [0, 0] for m in means}
+    for side in (0, 1):
+        for rank, method in enumerate(sorted(means, key=lambda m: -means[m][side]), start=1):
+            ranks[method][side] = rank
+    return {m: (r[0], r[1]) for m, r in ranks.items()}
 
 
 #: How much of the two prompts a blend takes, in truth (of the attributes they name differently).

@@ -340,21 +340,22 @@ def agreement_table(agreements) -> str:
 
 def best_method_table(rows_by_measure: dict) -> str:
     """A markdown table: for each measure, how often CLIP's best method (highest mean over the
-    seeds of a pair, order and ratio) is one of the readers' best, against chance."""
+    seeds of a pair, order and ratio) is one of the readers' best, against chance
+    (:func:`blending.toy.agreement.pick_rate`)."""
+    from .agreement import pick_rate
+
     lines = [
         "| measure | cells | all methods tie in truth | CLIP picks a best method | by chance |",
         "| --- | --- | --- | --- | --- |",
     ]
     for measure, rows in rows_by_measure.items():
-        informative = [r for r in rows if r.informative]
-        if not informative:
-            lines.append(f"| {measure} | {len(rows)} | {len(rows)} | n/a | n/a |")
+        rate = pick_rate(rows)
+        if not rate.informative:
+            lines.append(f"| {measure} | {rate.cells} | {rate.cells} | n/a | n/a |")
             continue
-        agree = sum(r.agree for r in informative)
-        chance = sum(len(r.truth_best) / r.methods for r in informative)
         lines.append(
-            f"| {measure} | {len(rows)} | {len(rows) - len(informative)} | {agree} of {len(informative)} "
-            f"({100 * agree / len(informative):.0f}%) | {100 * chance / len(informative):.0f}% |"
+            f"| {measure} | {rate.cells} | {rate.cells - rate.informative} | {rate.right} of {rate.informative} "
+            f"({100 * rate.rate:.0f}%) | {100 * rate.chance:.0f}% |"
         )
     return "\n".join(lines)
 
@@ -362,14 +363,14 @@ def best_method_table(rows_by_measure: dict) -> str:
 def method_means_table(records: list[dict], ratio: float = 0.5) -> str:
     """A markdown table: each method's mean readers' and CLIP coverage and balance at ``ratio``
     (:func:`blending.toy.agreement.method_means`), each with its rank among the methods."""
-    from .agreement import method_means
+    from .agreement import method_means, method_ranks
 
     columns = []
     for measure in ("coverage", "balance"):
         means = method_means(records, measure, ratio)
+        ranks = method_ranks(means)
         for side, fmt in ((0, "{:.2f}"), (1, "{:.1f}" if measure == "coverage" else "{:.2f}")):
-            ordered = sorted(means, key=lambda m: -means[m][side])
-            columns.append({m: f"{fmt.format(means[m][side])} ({ordered.index(m) + 1})" for m in means})
+            columns.append({m: f"{fmt.format(means[m][side])} ({ranks[m][side]})" for m in means})
     lines = [
         "| method | readers' coverage | CLIP's coverage | readers' balance | CLIP's balance |",
         "| --- | --- | --- | --- | --- |",
