@@ -53,7 +53,7 @@ __all__ = [
     "truth_groups",
 ]
 
-#: What is compared. ``leaning``: towards prompt 1 (positive) or prompt 2 (negative).
+#: What is compared; the leaning is towards prompt 1 (positive) or prompt 2 (negative).
 MEASURES = ("leaning", "coverage", "balance")
 
 
@@ -200,7 +200,7 @@ class BestMethods:
 
     @property
     def informative(self) -> bool:
-        """False when every method ties in truth: then any pick is right."""
+        """Whether a pick can be wrong: not when every method ties in truth, since then any pick is right."""
         return len(self.truth_best) < self.methods
 
 

@@ -52,7 +52,7 @@ ATTRIBUTES = ("shape", "colour", "size")
 SOURCES = ("prompt_1", "prompt_2", "both", "neither")
 #: The sources of an attribute that the two prompts name differently.
 DISTINCT_SOURCES = ("prompt_1", "prompt_2", "neither")
-#: The study's results, committed: ``python -m blending.toy.study --out`` this path (about an hour on 2 CPU cores).
+#: The study's results, committed; ``python -m blending.toy.study --out`` with this path writes them (about an hour on 2 CPU cores).
 RESULTS_PATH = Path(__file__).parent / "results" / "controlled-world-study.csv.gz"
 #: The CLIP scores a record holds when the study runs with a scorer (see :mod:`blending.scores`).
 SCORE_FIELDS = ("text_1", "text_2", "image_1", "image_2", "coverage", "balance")
@@ -122,7 +122,7 @@ class StudyDesign:
 
     @property
     def orders(self) -> tuple[bool, ...]:
-        """``swapped`` values run: False, and True if both orders."""
+        """The ``swapped`` values the study runs: False, and True when both orders run."""
         return (False, True) if self.both_orders else (False,)
 
     @property
