@@ -261,4 +261,7 @@ def write_animation(frames: list[np.ndarray], title: str, gif_path: str | Path, 
     page = animation.to_jshtml(fps=fps, default_mode="once")
     # matplotlib names the player's elements with a random id; a fixed one keeps reruns identical
     random_id = re.search(r"_anim_img([0-9a-f]{32})", page).group(1)
-    return HTML(page.replace(random_id, hashlib.sha1(str(gif_path).encode()).hexdigest()[:32]))
+    page = page.replace(random_id, hashlib.sha1(str(gif_path).encode()).hexdigest()[:32])
+    # the player's picture, in words: what a screen reader says
+    described = html.escape(f"{title}: the picture after each denoising step. Drawn by {drawn_by(model)}.", quote=True)
+    return HTML(page.replace('<img id="_anim_img', f'<img alt="{described}" id="_anim_img', 1))

@@ -40,6 +40,7 @@ def test_animation_is_a_gif_with_a_frame_per_step_and_playable_html(sd1_pipe, tm
     html = companion.write_animation(frames, "SWITCH", tmp_path / "a.gif", model="embedded")
     assert Image.open(tmp_path / "a.gif").n_frames == STEPS
     assert "<script" in html.data and "animation" in html.data.lower()
+    assert '<img alt="SWITCH: the picture after each denoising step. Drawn by the embedded toy model' in html.data
 
 
 def test_figure_writes_the_png_it_shows(sd1_pipe, tmp_path):

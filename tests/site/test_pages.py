@@ -83,3 +83,18 @@ def test_the_checks_machinery_stays_off_the_page(built, name):
     shown = [marker for marker in MACHINERY if marker in html]
     assert shown == [], f"{name}: {shown} on the page (tag the cell remove-cell)"
     assert "pictures match their recorded fingerprints" not in html, f"{name}: a fingerprint line on the page"
+
+
+def test_the_intro_says_which_models_drew_this_build(built):
+    import json
+
+    drawn = json.loads((Path(__file__).resolve().parents[2] / "notebooks" / "status.json").read_text())
+    models = {entry["drawn"]["model"] for entry in drawn.values()}
+    sentence = next(
+        p.get_text(" ", strip=True)
+        for p in article(built, "book/intro").find_all("p")
+        if "In this build" in p.get_text()
+    )
+    for model in models:
+        assert ("embedded toy model" if model == "embedded" else model) in sentence, sentence
+    assert f"{len(drawn)} chapters" in sentence
