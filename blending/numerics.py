@@ -8,11 +8,12 @@ fingerprints' tolerance. Each library has a documented switch that caps its path
 
 - ``ATEN_CPU_CAPABILITY``: PyTorch's dispatch level (``default``, ``avx2``, ``avx512``);
 - ``MKL_CBWR``: MKL's conditional numerical reproducibility, the branch every CPU runs
-  (``STRICT``: the same bits whatever the number of threads);
+  (``STRICT``: the same bits whatever the number of threads), and ``MKL_ENABLE_INSTRUCTIONS``,
+  the most MKL's dispatch may use (which an environment could otherwise raise past the branch);
 - ``ONEDNN_MAX_CPU_ISA``: the most oneDNN's JIT kernels may use;
 - ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``: how a reduction is split between threads.
 
-:data:`PINNED_ENVIRONMENT` sets the first three to AVX2, the level every x86-64 CPU of the last
+:data:`PINNED_ENVIRONMENT` sets the ISA switches to AVX2, the level every x86-64 CPU of the last
 decade has, and the threads to 2. Where figures are drawn and checked (``python -m blending.figures``, its ``--check``, nbval
 and the tests that compare with committed results) :func:`pin` puts it into the environment before
 PyTorch loads, and the notebooks' kernels inherit it. Another architecture (Apple silicon,
@@ -44,6 +45,9 @@ __all__ = [
 PINNED_ENVIRONMENT = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "AVX2,STRICT",
+    # measured: an environment that sets MKL_ENABLE_INSTRUCTIONS=AVX512 still moves a picture by
+    # 0.015 under MKL_CBWR alone (benchmarks/cpu-levels.md); this cap overrides it
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     # measured: with the three above, 1 thread and 2 threads still differ in 13 of 60 pictures
     "OMP_NUM_THREADS": "2",

@@ -60,7 +60,12 @@ def pinned_pictures(tmp_path_factory):
         {"OMP_NUM_THREADS": "1"},
         {"OMP_NUM_THREADS": "16", "MKL_NUM_THREADS": "16"},
         AVX2_CPU,
-        {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO"},
+        {
+            "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX",
+            "ATEN_CPU_CAPABILITY": "avx512",
+            "MKL_CBWR": "AUTO",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        },
     ],
     ids=["1 thread", "16 threads", "an AVX2 CPU", "AVX-512 and AMX asked for"],
 )
@@ -161,7 +166,7 @@ def test_the_portability_table_marks_what_moved_past_the_tolerance():
 
 
 def test_a_portability_measurement_of_some_chapters_replaces_only_theirs():
-    from blending.portability import merge
+    from blending.portability import merge, table
 
     level = "SSE4.2, no AVX (another architecture's stand-in)"
     earlier = {
@@ -183,3 +188,4 @@ def test_a_portability_measurement_of_some_chapters_replaces_only_theirs():
     assert pinned["levels"]["unpinned"] == merged["levels"]["unpinned"] and pinned["levels"]["pinned"] == {
         "AVX2": again
     }
+    assert table(pinned).index("| pinned |") < table(pinned).index("| unpinned |")  # pinned first, however merged
