@@ -133,7 +133,13 @@ def table(results: dict) -> str:
     """Markdown: one table per condition, a row per chapter, a column per level; each cell the
     chapter's largest picture change (and which picture), in bold when past the tolerance."""
     sections = [f"Measured {results['date']} on one {results['machine']} CPU; tolerance {results['tolerance']}."]
-    for condition, levels in results["levels"].items():
+    # pinned first, and the levels in the order of LEVELS, however the measurements were merged
+    for condition in sorted(results["levels"], key=lambda c: c != "pinned"):
+        by_level = results["levels"][condition]
+        levels = {
+            level: by_level[level]
+            for level in sorted(by_level, key=lambda name: list(LEVELS).index(name) if name in LEVELS else len(LEVELS))
+        }
         chapters = sorted({p["fingerprints"] for pictures in levels.values() for p in pictures})
         lines = [
             f"| {condition} | " + " | ".join(levels) + " |",
