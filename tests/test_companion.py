@@ -256,5 +256,6 @@ def test_distances_from_the_plain_images_are_zero_where_the_blend_is_one_of_them
         for step in (0, STEPS)
     ]
     (at_0_to_1, at_0_to_2), (at_end_to_1, at_end_to_2) = companion.distances_from_plain_images(ends, "switch")
-    assert at_0_to_2 == 0 and at_0_to_1 > 0.001  # switching at once: prompt 2's image
-    assert at_end_to_1 == 0 and at_end_to_2 == at_0_to_1  # never switching: prompt 1's
+    # equal up to the last bits that another batch composition can move (older PyTorch: 3e-7)
+    assert at_0_to_2 < 1e-5 and at_0_to_1 > 0.001  # switching at once: prompt 2's image
+    assert at_end_to_1 < 1e-5 and abs(at_end_to_2 - at_0_to_1) < 1e-5  # never switching: prompt 1's

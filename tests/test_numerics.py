@@ -92,7 +92,7 @@ def test_pinning_is_what_makes_them_equal(tmp_path, pinned_pictures):
         MKL_CBWR="COMPATIBLE",
         OMP_NUM_THREADS="2",
     )
-    assert ran["capability"] == "DEFAULT"
+    assert ran["capability"] in ("DEFAULT", "NO AVX")  # older PyTorch names the default level "NO AVX"
     assert any(not np.array_equal(images[name], reference[name]) for name in reference)
     # Another rounding altogether (the stand-in for another architecture) moves this ALTERNATE
     # blend by about the tolerance (measured 0.025); a real change (ratio 0.6 for 0.5) moves the

@@ -323,7 +323,7 @@ def design_of(records: list[dict], seeds=None) -> StudyDesign:
     )
 
 
-def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 2.0) -> list[str]:
+def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance: float = 3.0) -> list[str]:
     """What differs between a rerun and the records of the same seeds in ``expected``, one line
     each: a blend in only one of them, a reading or source that differs, a CLIP score that
     differs by more than ``score_tolerance``. Empty when ``actual`` reproduces ``expected``.
@@ -331,7 +331,8 @@ def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance
     Readings must match exactly; CLIP scores (``100 * cos``) move with the pixels' last bits.
     With the library versions that ran the study, a rerun matched to 0.013; with the oldest
     supported versions (``constraints/oldest.txt``) the same readings came back and single
-    scores moved by up to 1.2, hence the default of 2.
+    scores moved by up to 1.2, and on the pinned numeric paths (:mod:`blending.numerics`) by up
+    to 2.3 (pair 8's UNET blend at 0.5, seed 1), hence the default of 3.
     """
     seeds = {r["seed"] for r in actual}
     expected_by_key = {_key(r): r for r in expected if r["seed"] in seeds}
