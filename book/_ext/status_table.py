@@ -14,6 +14,7 @@ from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
 from blending import status
+from blending.companion import drawn_by
 
 COLUMNS = {
     "chapter": "Chapter",
@@ -37,12 +38,9 @@ def _summary(rows: list[dict[str, str]]) -> nodes.paragraph:
     by_model: dict[str, int] = {}
     for row in rows:
         by_model[row["model"]] = by_model.get(row["model"], 0) + 1
-    words = {"embedded": "the embedded toy model (not Stable Diffusion)"}
-    parts = [f"{count} by {words.get(model, model)}" for model, count in by_model.items()]
+    parts = [f"{count} by {drawn_by(model)}" for model, count in by_model.items()]
     if len(parts) == 1:
-        return nodes.paragraph(
-            text=f"In this build, all {len(rows)} chapters were drawn by {words.get(*by_model, *by_model)}."
-        )
+        return nodes.paragraph(text=f"In this build, all {len(rows)} chapters were drawn by {drawn_by(*by_model)}.")
     return nodes.paragraph(
         text=f"In this build, of the {len(rows)} chapters, " + "; ".join(parts) + " drew the pictures."
     )
