@@ -59,18 +59,18 @@ $(OLDEST_VENV)/.installed: pyproject.toml constraints/oldest.txt
 
 # Regenerate the figures with MODEL: the explicit way to replace notebooks another model drew.
 figures: setup
-	$(BIN)/python -m blending.figures --model "$(MODEL)" $(if $(DEVICE),--device "$(DEVICE)")
+	$(BIN)/python -m blending.companion.figures --model "$(MODEL)" $(if $(DEVICE),--device "$(DEVICE)")
 
 # The book: notebooks that another model drew (Stable Diffusion on a GPU, say) are kept as committed.
 book: setup
-	$(BIN)/python -m blending.figures --model "$(MODEL)" --keep-other-models $(if $(DEVICE),--device "$(DEVICE)")
+	$(BIN)/python -m blending.companion.figures --model "$(MODEL)" --keep-other-models $(if $(DEVICE),--device "$(DEVICE)")
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "The book: $(SITE)/index.html"
 
 # Regenerate every notebook in a temporary folder, with the model that drew it, and compare each
 # figure with the committed one (the committed files are not touched); exit 1 names what differs.
 verify: setup
-	$(BIN)/python -m blending.figures --check $(if $(DEVICE),--device "$(DEVICE)")
+	$(BIN)/python -m blending.companion.figures --check $(if $(DEVICE),--device "$(DEVICE)")
 
 # The browser check's Chromium; tests/site/conftest.py looks for one: CHROMIUM=/path/to/chrome, else
 # chromium on the PATH, else Playwright's download. Where there is none, root on Debian or Ubuntu
@@ -93,7 +93,7 @@ check: setup browser lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --ignore-glob="*.failed.ipynb"
 	$(MAKE) book
 ifeq ($(RERUN_CHECK),1)
-	@if $(BIN)/python -m blending.numerics --can-pin; then \
+	@if $(BIN)/python -m blending.companion.numerics --can-pin; then \
 	  git diff --quiet -- notebooks || { git diff --stat -- notebooks; \
 	  echo "The regenerated notebooks differ from the committed ones (above): a rerun must change nothing."; exit 1; }; \
 	else echo "Rerun check skipped: this $$(uname -m) CPU cannot take the pinned numeric paths (x86-64 with AVX2), so its bytes differ; the fingerprints' tolerance checked the pictures."; fi

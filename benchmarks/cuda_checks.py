@@ -20,7 +20,7 @@ from diffusers import EulerAncestralDiscreteScheduler, UniPCMultistepScheduler
 
 from blending import PAPER_SEEDS, blend, blend_seeds
 from blending.bench import T4_BUDGET_GIB, build_sd_shaped_pipeline
-from blending.pipeline import library_versions
+from blending.sampling import library_versions
 
 STEPS = 10
 

@@ -17,11 +17,11 @@ import importlib
 _EXPORTS = {
     "METHODS": "methods",
     "PAPER_MODEL": "loading",
-    "BlendResult": "pipeline",
+    "BlendResult": "sampling",
     "InputError": "errors",
     "ModelUnavailableError": "loading",
-    "blend": "pipeline",
-    "blend_seeds": "pipeline",
+    "blend": "sampling",
+    "blend_seeds": "sampling",
     "load_pipeline": "loading",
 }
 

@@ -35,10 +35,10 @@ import torch
 
 from . import PAPER_SEEDS
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
-from .components import architecture
+from .testing.components import architecture
 from .loading import load_pipeline, optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
-from .pipeline import blend, blend_seeds, library_versions
+from .sampling import blend, blend_seeds, library_versions
 
 __all__ = [
     "authors_unet_rows",
@@ -185,7 +185,7 @@ def build_sd_shaped_pipeline(
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .testing import tiny_tokenizer
+    from .testing.pipelines import tiny_tokenizer
 
     def narrow(channels):  # a multiple of the 32 normalisation groups, at least one group
         return [max(32, c // width_divisor // 32 * 32) for c in channels]
@@ -475,8 +475,8 @@ def measure_sweep(experiment_name: str = "toy", max_batch_size: int | None = Non
     import subprocess
     import tempfile
 
-    from .pipeline import blend
-    from .sweep import DEFAULT_MAX_BATCH_SIZE, comparisons, load_experiment, run_sweep
+    from .sampling import blend
+    from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, comparisons, load_experiment, run_sweep
 
     max_batch_size = max_batch_size or DEFAULT_MAX_BATCH_SIZE
     experiment = load_experiment(experiment_name)

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .loading import PAPER_MODEL
     from .methods import METHODS, UNET_POOLED
-    from .sweep import DEFAULT_MAX_BATCH_SIZE, GENERATOR_DEVICES, JOURNAL_MODES
+    from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, GENERATOR_DEVICES, JOURNAL_MODES
 
     parser = _Parser(
         prog="blending",
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 def _sweep(args) -> int:
     from dataclasses import replace
 
-    from . import sweep
+    from .experiments import sweep
 
     if args.gallery is not None:
         print(sweep.write_gallery(args.gallery))
@@ -182,7 +182,7 @@ def _prepare_together(state, out: Path, experiment, **settings) -> None:
     leaving them waiting at a barrier the main process never reaches."""
     from accelerate.utils import broadcast_object_list
 
-    from . import sweep
+    from .experiments import sweep
 
     failure, outcome = None, [None]
     if state.is_main_process:
@@ -213,7 +213,7 @@ def _blend(args) -> int:
     import torch
 
     from .loading import load_pipeline, resolve_device
-    from .pipeline import MAX_SEED, BlendSettings, blend, check_settings
+    from .sampling import MAX_SEED, BlendSettings, blend, check_settings
     from .plot import triptych
 
     started = time.perf_counter()

@@ -1,5 +1,5 @@
 """nbval runs the chapters in kernels that inherit this process's environment: the pinned paths."""
 
-from blending import numerics
+from blending.companion import numerics
 
 numerics.pin()

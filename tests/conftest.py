@@ -1,6 +1,6 @@
 """Tiny Stable-Diffusion-shaped pipelines, built in code under fixed seeds."""
 
-from blending import numerics
+from blending.companion import numerics
 
 # before PyTorch loads: the tests that compare with committed results draw on the pinned paths
 numerics.pin()
@@ -9,7 +9,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from blending.testing import tiny_pipeline, tiny_sdxl_pipeline  # noqa: E402
+from blending.testing.pipelines import tiny_pipeline, tiny_sdxl_pipeline  # noqa: E402
 
 #: Few steps keep every test fast; the invariants do not depend on the count.
 STEPS = 4
@@ -89,7 +89,7 @@ def drawn(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from blending.figures import regenerate
+    from blending.companion.figures import regenerate
 
     notebook = new_notebook(
         cells=[

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from blending.methods import METHODS
-from blending.scores import BlendScores
+from blending.scores.clip import BlendScores
 from blending.toy.agreement import best_methods, method_means, reader_scores, score_agreement, spearman, truth_groups
 
 PAIRS = [("a large red circle", "a small blue star"), ("a small green square", "a large yellow cross")]

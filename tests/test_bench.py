@@ -43,7 +43,7 @@ def test_the_committed_sweep_benchmark_is_of_the_toy_experiment_and_its_table():
     from pathlib import Path
 
     from blending.bench import sweep_table
-    from blending.sweep import comparisons, load_experiment
+    from blending.experiments.sweep import comparisons, load_experiment
 
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     report = json.loads((folder / "sweep-cpu.json").read_text())

@@ -246,7 +246,7 @@ _ON_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="the authors
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=_ON_CUDA)])
 def test_the_initial_noise_is_the_seeds_draw_on_the_generator_device(sd1_pipe, device):
     """With "cuda", the authors' draw: torch.randn(..., generator=torch.Generator("cuda").manual_seed(seed))."""
-    from blending.testing import tiny_pipeline
+    from blending.testing.pipelines import tiny_pipeline
 
     pipe = sd1_pipe if device == "cpu" else tiny_pipeline("sd1", seed=0).to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -128,12 +128,12 @@ def test_version_prints_the_package_version(capsys):
 
 def test_an_error_inside_the_libraries_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     """Only our InputError is one line and exit 2: a ValueError from diffusers is a bug to report."""
-    import blending.pipeline
+    import blending.sampling
 
     def fail(*args, **kwargs):
         raise ValueError("boom from diffusers")
 
-    monkeypatch.setattr(blending.pipeline, "_blend", fail)
+    monkeypatch.setattr(blending.sampling, "_blend", fail)
     levels = {name: logging.getLogger(name).level for name in ("transformers", "diffusers.pipelines.pipeline_utils")}
     with pytest.raises(ValueError, match="boom from diffusers"):
         main(["blend", "lion", "cat", "--steps", "1", "--out", str(tmp_path)])

@@ -10,9 +10,10 @@ import torch
 from nbformat.v4 import new_code_cell, new_notebook
 from PIL import Image
 
-from blending import blend, companion
-from blending.explorer import Explorer
-from blending.figures import NotebooksFailed, regenerate
+from blending import blend
+from blending.companion import notebook as companion
+from blending.companion.explorer import Explorer
+from blending.companion.figures import NotebooksFailed, regenerate
 from blending.plot import triptych
 
 from .conftest import STEPS
@@ -160,7 +161,7 @@ def test_generate_shows_out_of_memory_in_the_output_area(sd1_pipe, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("blending.explorer.blend", out_of_memory)
+    monkeypatch.setattr("blending.companion.explorer.blend", out_of_memory)
     explorer = Explorer(sd1_pipe, "lion", "cat", num_inference_steps=STEPS)
     explorer.button.click()
     assert error_shown(explorer).startswith("Could not generate: Out of memory on cpu")
@@ -225,7 +226,7 @@ def test_a_notebook_for_one_model_runs_with_it_whatever_is_asked(tiny_notebook, 
     notebook = nbformat.read(tiny_notebook / "probe.ipynb", as_version=4)
     notebook.metadata["blending"] = {"only_model": "embedded"}
     nbformat.write(notebook, tiny_notebook / "probe.ipynb")
-    with caplog.at_level(logging.INFO, logger="blending.figures"):
+    with caplog.at_level(logging.INFO, logger="blending.companion.figures"):
         manifest = regenerate(model="some/model", notebooks=tiny_notebook)
     assert (tiny_notebook / "figures" / "probe" / "model.txt").read_text() == "embedded"
     assert manifest["model"] == "some/model" and manifest["notebooks"]["probe"]["model"] == "embedded"

@@ -1,6 +1,6 @@
-"""python -m blending.figures --check: regenerate elsewhere, compare every figure, touch nothing."""
+"""python -m blending.companion.figures --check: regenerate elsewhere, compare every figure, touch nothing."""
 
-from blending.figures import main, regenerate
+from blending.companion.figures import main, regenerate
 
 from .conftest import set_notebook_seed
 

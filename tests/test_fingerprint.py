@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import blending
-from blending.fingerprint import RECORD, TOLERANCE, cell_means, check, largest_change
+from blending.companion.fingerprint import RECORD, TOLERANCE, cell_means, check, largest_change
 
 PROMPTS = ("a large red circle", "a small blue star")
 SEEDS = [0, 1]

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from blending import numerics
-from blending.fingerprint import TOLERANCE, cell_means, check, largest_change
+from blending.companion import numerics
+from blending.companion.fingerprint import TOLERANCE, cell_means, check, largest_change
 
 # seed 561's ALTERNATE blend is the picture that moved past the tolerance on another CPU
 DRAW = """
@@ -29,7 +29,7 @@ np.savez(sys.argv[1], **images)
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}))
 """
 
-# what a CPU of each level does, emulated by each library's switch (see blending.portability)
+# what a CPU of each level does, emulated by each library's switch (see blending.companion.portability)
 AVX2_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 pytestmark = pytest.mark.skipif(not numerics.can_pin(), reason="the pinned paths need an x86-64 CPU with AVX2")
@@ -111,7 +111,7 @@ def test_pin_sets_each_switch_and_says_whether_it_could():
 
 def test_pin_refuses_once_torch_has_loaded_unpinned():
     environment = {k: v for k, v in os.environ.items() if k not in numerics.PINNED_ENVIRONMENT}
-    code = "import torch; from blending import numerics; numerics.pin()"
+    code = "import torch; from blending.companion import numerics; numerics.pin()"
     finished = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
     assert finished.returncode != 0
     assert "pin() must run before torch is imported" in finished.stderr
@@ -131,7 +131,7 @@ def test_a_mismatch_says_where_the_pictures_were_drawn_and_checked(tmp_path):
     line = check({"a": image + 0.5}, path)
     assert line.startswith("1 of 1 pictures differ from their recorded fingerprints (largest cell change): a (0.50)")
     assert f"drawn on x86_64, AVX512, checked on {numerics.numeric_path()}" in line
-    assert line.endswith("python -m blending.figures redraws them")
+    assert line.endswith("python -m blending.companion.figures redraws them")
     assert check({"a": image}, path).startswith("1 pictures match")
 
 
@@ -144,7 +144,7 @@ def test_the_numeric_path_names_what_pytorch_runs(monkeypatch):
 
 
 def test_the_portability_table_marks_what_moved_past_the_tolerance():
-    from blending.portability import table
+    from blending.companion.portability import table
 
     results = {
         "date": "2026-11-30",
@@ -166,7 +166,7 @@ def test_the_portability_table_marks_what_moved_past_the_tolerance():
 
 
 def test_a_portability_measurement_of_some_chapters_replaces_only_theirs():
-    from blending.portability import merge, table
+    from blending.companion.portability import merge, table
 
     level = "SSE4.2, no AVX (another architecture's stand-in)"
     earlier = {

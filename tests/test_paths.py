@@ -13,7 +13,7 @@ from diffusers import (
 
 from blending import METHODS, blend, load_pipeline
 from blending.bench import batch_sizes
-from blending.testing import tiny_pipeline
+from blending.testing.pipelines import tiny_pipeline
 
 from .conftest import STEPS
 from .test_blend import close

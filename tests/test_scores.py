@@ -1,4 +1,4 @@
-"""blending.scores: the shipped CLIP of the toy world, the blend scores' invariants, the offline error."""
+"""blending.scores.clip: the shipped CLIP of the toy world, the blend scores' invariants, the offline error."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blending import BlendResult, ModelUnavailableError
-from blending.scores import CLIP_SCORE_SCALE, EMBEDDED_CLIP, BlendScores, clip_scores, load_scorer
+from blending.scores.clip import CLIP_SCORE_SCALE, EMBEDDED_CLIP, BlendScores, clip_scores, load_scorer
 from blending.toy.clip import main, render_dataset, text_score_by_shared_attributes, zero_shot_accuracy
 from blending.toy.world import Attributes, render
 

@@ -3,7 +3,7 @@
 import pytest
 
 import blending
-from blending.scores import load_scorer
+from blending.scores.clip import load_scorer
 from blending.toy.readers import load_readers
 from blending.toy.study import RESULTS_PATH, attribute_of_prompt, compare_records, design_of, read_records, run_study
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blending import sweep
+from blending.experiments import sweep
 from blending.cli import main
-from blending.pipeline import MAX_SEED
-from blending.sweep import ExperimentError, experiment_from_dict, load_experiment, run_sweep
+from blending.sampling import MAX_SEED
+from blending.experiments.sweep import ExperimentError, experiment_from_dict, load_experiment, run_sweep
 
 SMALL = {
     "model": "embedded",
@@ -222,7 +222,7 @@ def test_scores_are_added_from_the_images_on_disk_also_after_a_sweep_without(sd1
     from PIL import Image
 
     from blending import BlendResult
-    from blending.scores import clip_scores, load_scorer
+    from blending.scores.clip import clip_scores, load_scorer
 
     experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1, "seeds": [0, 1]})
     out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
@@ -351,16 +351,16 @@ def test_the_progress_bar_of_a_resumed_run_ends_at_its_total(sd1_pipe, tmp_path,
 
 
 def test_generator_device_auto_is_the_cpu_without_cuda_and_reaches_blend_seeds(sd1_pipe, tmp_path, monkeypatch):
-    import blending.pipeline
+    import blending.sampling
 
     calls = []
-    original = blending.pipeline.blend_seeds
+    original = blending.sampling.blend_seeds
 
     def recorded(*args, **kwargs):
         calls.append(kwargs["generator_device"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(blending.pipeline, "blend_seeds", recorded)
+    monkeypatch.setattr(blending.sampling, "blend_seeds", recorded)
     experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1, "generator_device": "auto"})
     out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
     assert calls == ["cpu", "cpu"] and _settings(out)["run"]["generator_device"] == "cpu"

@@ -115,7 +115,7 @@ def test_the_toy_unet_is_wired_like_stable_diffusion(embedded):
     """Counted by the cross_attention_layout the methods use, on SD v1.4's own configuration:
     the training script's U-Net and the shipped one."""
     from blending.attention import cross_attention_layout
-    from blending.components import unet_skeleton
+    from blending.testing.components import unet_skeleton
 
     def by_part(unet):
         layout = cross_attention_layout(unet)

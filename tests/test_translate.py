@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from blending.components import architecture
+from blending.testing.components import architecture
 from blending.methods import METHODS, CrossAttentionLayout
 from blending.translate import a1111_alternate_weights, a1111_switch_step, comfyui_switch_step
 

@@ -2,7 +2,7 @@
 
 See :mod:`blending.toy.world` (the pictures), :mod:`blending.toy.train` (the model, trained with
 ``python -m blending.toy.train``), :mod:`blending.toy.readers`, :mod:`blending.toy.study` and
-:mod:`blending.toy.clip` (the CLIP that scores blends, :mod:`blending.scores`, trained with
+:mod:`blending.toy.clip` (the CLIP that scores blends, :mod:`blending.scores.clip`, trained with
 ``python -m blending.toy.clip``).
 """
 

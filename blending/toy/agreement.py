@@ -1,6 +1,6 @@
 """Do CLIP's blend scores agree with the truth? The controlled world knows the truth.
 
-The blending literature scores blends with CLIP (:mod:`blending.scores`): a blend that is close
+The blending literature scores blends with CLIP (:mod:`blending.scores.clip`): a blend that is close
 to both prompts' texts "covers" both concepts, one equally close to both is "balanced". In the
 toy world the attribute readers say what a blend actually took from each prompt, so the same
 two numbers can be computed from the truth (:class:`ReaderScores`) and the two compared, blend
@@ -59,7 +59,7 @@ MEASURES = ("leaning", "coverage", "balance")
 
 @dataclass(frozen=True)
 class ReaderScores:
-    """The readers' truth about one blend, in the terms of :class:`blending.scores.BlendScores`.
+    """The readers' truth about one blend, in the terms of :class:`blending.scores.clip.BlendScores`.
 
     ``share_1``, ``share_2``: the fractions of the attributes the prompts name differently that
     the blend takes from prompt 1 and from prompt 2 (a pair differing in shape and colour whose

@@ -1,7 +1,7 @@
 """Train the embedded CLIP, the scorer of the toy world: ``python -m blending.toy.clip``.
 
 A standard ``transformers.CLIPModel`` at toy size, trained contrastively on the world's pictures
-and captions, so that :func:`blending.scores.clip_scores` runs offline on the embedded model's
+and captions, so that :func:`blending.scores.clip.clip_scores` runs offline on the embedded model's
 blends. Stages, resumable from the checkpoint in ``--work``:
 
 1. render the training pictures (fixed seed; the :data:`~blending.toy.world.HELD_OUT`
@@ -260,7 +260,7 @@ def zero_shot_accuracy(model, processor, data: dict[str, np.ndarray]) -> dict[st
 
 
 def text_score_by_shared_attributes(model, processor, data: dict[str, np.ndarray]) -> dict[str, float]:
-    """The mean CLIP score, ``100 * max(cos, 0)`` as :mod:`blending.scores` reports it, of a picture
+    """The mean CLIP score, ``100 * max(cos, 0)`` as :mod:`blending.scores.clip` reports it, of a picture
     and a full caption, by how many attributes (0 to 3) the caption shares with the picture."""
     scores = 100 * _full_caption_cosines(model, processor, data["images"]).clamp(min=0)
     shared = torch.tensor(
@@ -367,7 +367,7 @@ def _name_image_processor(path: Path, name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import transformers
 
-    from ..scores import EMBEDDED_CLIP
+    from ..scores.clip import EMBEDDED_CLIP
 
     parser = argparse.ArgumentParser(prog="python -m blending.toy.clip", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(".toy-clip"), help="checkpoints and data (resumable)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..components import SD_SCHEDULER_CONFIG, byte_level_alphabet, clip_tokenizer, small_text_encoder
+from ..testing.components import SD_SCHEDULER_CONFIG, byte_level_alphabet, clip_tokenizer, small_text_encoder
 from .world import COLOURS, SHAPES, SIZES
 
 __all__ = ["MAX_TOKENS", "VOCABULARY", "build_text_encoder", "build_tokenizer", "build_unet", "build_vae"]

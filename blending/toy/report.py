@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..components import unet_skeleton
+from ..testing.components import unet_skeleton
 from ..methods import METHODS
 from .study import ATTRIBUTES, DISTINCT_SOURCES, Share, attribute_of_prompt, source_of
 from .world import HELD_OUT, caption, render, sample_attributes
@@ -83,7 +83,7 @@ def pairs_table(records: list[dict]) -> str:
 def scored_examples_table(results, scorer, net) -> str:
     """A markdown table: for each blend of ``results`` (one :class:`~blending.BlendResult` per
     seed), where the readers see each attribute coming from, next to its CLIP scores."""
-    from ..scores import clip_scores
+    from ..scores.clip import clip_scores
     from .readers import read
 
     short = {"prompt_1": "1", "prompt_2": "2", "both": "both", "neither": "-"}

@@ -54,7 +54,7 @@ SOURCES = ("prompt_1", "prompt_2", "both", "neither")
 DISTINCT_SOURCES = ("prompt_1", "prompt_2", "neither")
 #: The study's results, committed; ``python -m blending.toy.study --out`` with this path writes them (about an hour on 2 CPU cores).
 RESULTS_PATH = Path(__file__).parent / "results" / "controlled-world-study.csv.gz"
-#: The CLIP scores a record holds when the study runs with a scorer (see :mod:`blending.scores`).
+#: The CLIP scores a record holds when the study runs with a scorer (see :mod:`blending.scores.clip`).
 SCORE_FIELDS = ("text_1", "text_2", "image_1", "image_2", "coverage", "balance")
 
 
@@ -173,7 +173,7 @@ def run_study(
 
     Ratios 0 and 1 are not blended: there every method gives exactly the plain image of prompt 1
     or 2 (an invariant the tests check), so their records read the plain images of the same
-    seeds. With a ``scorer`` (:func:`blending.scores.load_scorer`), each record also holds the
+    seeds. With a ``scorer`` (:func:`blending.scores.clip.load_scorer`), each record also holds the
     blend's CLIP scores (:data:`SCORE_FIELDS`). All seeds of a (pair, order, ratio) are blended
     by one :func:`blending.blend_seeds` call, in U-Net calls of at most ``max_batch_size``
     images. ``progress``, if given, is updated with the number of seeds done at each ratio (in
@@ -183,7 +183,7 @@ def run_study(
     not to run (done before), and ``on_chunk(pair, swapped, records)``, if given, receives each
     chunk's records as soon as they are complete, so that a long study can resume.
     """
-    from ..pipeline import BlendResult, blend_seeds
+    from ..sampling import BlendResult, blend_seeds
     from .readers import load_readers, read
 
     net = load_readers() if net is None else net
@@ -240,7 +240,7 @@ def run_study(
 
 
 def _clip_scores(result, scorer):
-    from ..scores import clip_scores
+    from ..scores.clip import clip_scores
 
     return clip_scores(result, scorer)
 
@@ -331,7 +331,7 @@ def compare_records(expected: list[dict], actual: list[dict], *, score_tolerance
     Readings must match exactly; CLIP scores (``100 * cos``) move with the pixels' last bits.
     With the library versions that ran the study, a rerun matched to 0.013; with the oldest
     supported versions (``constraints/oldest.txt``) the same readings came back and single
-    scores moved by up to 1.2, and on the pinned numeric paths (:mod:`blending.numerics`) by up
+    scores moved by up to 1.2, and on the pinned numeric paths (:mod:`blending.companion.numerics`) by up
     to 2.3 (pair 8's UNET blend at 0.5, seed 1), hence the default of 3.
     """
     seeds = {r["seed"] for r in actual}
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     scorer = None
     if args.scorer != "none":
-        from ..scores import load_scorer
+        from ..scores.clip import load_scorer
 
         scorer = load_scorer(args.scorer)
     if args.check:

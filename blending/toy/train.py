@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
     from safetensors.torch import save_file
 
-    from ..components import SD_SCHEDULER_CONFIG
+    from ..testing.components import SD_SCHEDULER_CONFIG
     from ..loading import EMBEDDED_PATH
 
     parser = argparse.ArgumentParser(prog="python -m blending.toy.train", description=__doc__.splitlines()[0])

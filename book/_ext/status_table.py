@@ -2,7 +2,7 @@
 
 One row per chapter of the book (every page under ``notebooks/``, numbered in the order of the
 table of contents): the model that drew it, device and dtype, library versions, seconds, date, and what
-the last ``python -m blending.figures --check`` found (see :mod:`blending.status`). The site is
+the last ``python -m blending.companion.figures --check`` found (see :mod:`blending.companion.status`). The site is
 built from committed files, so the table shows what the repository holds, wherever it is built.
 """
 
@@ -13,8 +13,8 @@ from docutils.parsers.rst import directives
 from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 
-from blending import status
-from blending.companion import drawn_by
+from blending.companion import status
+from blending.companion.notebook import drawn_by
 
 COLUMNS = {
     "chapter": "Chapter",

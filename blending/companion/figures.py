@@ -1,10 +1,10 @@
 """Regenerate every figure: run each notebook with papermill, then write a manifest.
 
-``python -m blending.figures`` runs the notebooks in ``notebooks/`` in place with the embedded
+``python -m blending.companion.figures`` runs the notebooks in ``notebooks/`` in place with the embedded
 model on the CPU; ``--model CompVis/stable-diffusion-v1-4 --device cuda`` draws them with the
 paper's model. Each notebook writes its figures as PNGs under ``notebooks/figures/<notebook>/``;
 ``notebooks/figures/manifest.json`` records the model, device, library versions, each notebook's
-model, parameters and seconds; ``notebooks/status.json`` (committed, see :mod:`blending.status`)
+model, parameters and seconds; ``notebooks/status.json`` (committed, see :mod:`blending.companion.status`)
 records who drew each chapter and what the last ``--check`` found, for the book's *Status* page.
 
 A notebook whose metadata names ``{"blending": {"only_model": "embedded"}}`` (the controlled-world
@@ -115,7 +115,7 @@ def _device_description(device: str | None, dtype: str | None) -> tuple[str, str
     """The device and dtype that the notebooks' pipelines get, in words: ("cuda (NVIDIA T4)", "float16")."""
     import torch
 
-    from .loading import resolve_device
+    from ..loading import resolve_device
 
     resolved, resolved_dtype = resolve_device(device, None if dtype is None else getattr(torch, dtype))
     if resolved.type == "cuda":
@@ -202,7 +202,7 @@ def regenerate(
     :class:`NotebooksFailed` is raised. With ``keep_other_models`` (``make book``), a notebook
     that another model drew (Stable Diffusion on a GPU, say) is kept as it is, and the log says so.
     """
-    from .pipeline import library_versions
+    from ..sampling import library_versions
 
     paths = _notebook_paths(notebooks, only)
     if keep_other_models:
@@ -303,15 +303,15 @@ def check(
     """Regenerate notebooks in a temporary folder and compare every figure with the committed one.
 
     Each notebook runs with the model that drew it (or ``model``); the committed files are never
-    touched; ``status.json`` records each notebook's result (:mod:`blending.status`). One row per
+    touched; ``status.json`` records each notebook's result (:mod:`blending.companion.status`). One row per
     figure: its notebook and name, the largest change of a fingerprint cell
-    (:mod:`blending.fingerprint`), whether that is within the tolerance, and the PSNR (dB)
+    (:mod:`blending.companion.fingerprint`), whether that is within the tolerance, and the PSNR (dB)
     against the committed PNG.
     """
     import papermill
 
     from .fingerprint import TOLERANCE, cell_means, largest_change
-    from .pipeline import library_versions
+    from ..sampling import library_versions
 
     paths = _notebook_paths(notebooks, only)
     with numerics.pinned_children():
@@ -384,7 +384,7 @@ def _check_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blending.figures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m blending.companion.figures", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", help="the model to draw with (default: embedded; with --check, the one that drew each notebook)"
     )
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.model or "embedded", args.device, args.dtype, args.notebooks, args.only, args.keep_other_models
             )
     except ValueError as error:  # bad arguments, such as --only naming no notebook
-        print(f"python -m blending.figures: error: {error}", file=sys.stderr)
+        print(f"python -m blending.companion.figures: error: {error}", file=sys.stderr)
         return 2
     except NotebooksFailed as error:
         logger.error("%s", error)

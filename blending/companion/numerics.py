@@ -14,11 +14,11 @@ fingerprints' tolerance. Each library has a documented switch that caps its path
 - ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``: how a reduction is split between threads.
 
 :data:`PINNED_ENVIRONMENT` sets the ISA switches to AVX2, the level every x86-64 CPU of the last
-decade has, and the threads to 2. Where figures are drawn and checked (``python -m blending.figures``, its ``--check``, nbval
+decade has, and the threads to 2. Where figures are drawn and checked (``python -m blending.companion.figures``, its ``--check``, nbval
 and the tests that compare with committed results) :func:`pin` puts it into the environment before
 PyTorch loads, and the notebooks' kernels inherit it. Another architecture (Apple silicon,
 aarch64) cannot take these paths: there the fingerprints' tolerance is what holds, and the
-byte-for-byte rerun check is skipped with one line. ``python -m blending.numerics`` prints what
+byte-for-byte rerun check is skipped with one line. ``python -m blending.companion.numerics`` prints what
 this machine does.
 """
 
@@ -55,7 +55,7 @@ PINNED_ENVIRONMENT = {
 }
 
 #: Set to 1, this environment variable keeps the CPU's own paths, for measuring what pinning
-#: changes (``python -m blending.portability``) and never for drawing committed figures.
+#: changes (``python -m blending.companion.portability``) and never for drawing committed figures.
 UNPINNED = "BLENDING_UNPINNED"
 
 
@@ -92,7 +92,7 @@ def pin(environ: MutableMapping[str, str] | None = None, *, check_torch: bool = 
         return False
     if check_torch and environ is os.environ and "torch" in sys.modules and not pinned(environ):
         raise RuntimeError(
-            "blending.numerics.pin() must run before torch is imported: PyTorch, MKL and oneDNN read "
+            "blending.companion.numerics.pin() must run before torch is imported: PyTorch, MKL and oneDNN read "
             f"their switches ({', '.join(PINNED_ENVIRONMENT)}) once"
         )
     environ.update(PINNED_ENVIRONMENT)

@@ -1,7 +1,7 @@
 """The committed record of how each chapter's pictures were drawn and checked: ``notebooks/status.json``.
 
-``python -m blending.figures`` records, for each chapter it draws, the model, the device, the
-dtype, the library versions, the seconds and the date; ``python -m blending.figures --check``
+``python -m blending.companion.figures`` records, for each chapter it draws, the model, the device, the
+dtype, the library versions, the seconds and the date; ``python -m blending.companion.figures --check``
 records whether the chapter's regenerated figures matched the committed ones. The book's *Status*
 page shows the record (``book/_ext/status_table.py``), so the published site says who drew what.
 

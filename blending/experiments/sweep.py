@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import InputError
-from .methods import METHODS
+from ..errors import InputError
+from ..methods import METHODS
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
@@ -165,7 +165,7 @@ def _list(data: dict, key: str, default) -> list:
 
 def experiment_from_dict(data) -> Experiment:
     """An :class:`Experiment` from parsed YAML; :class:`ExperimentError` names the first problem."""
-    from .pipeline import MAX_SEED  # here, so that importing this module does not import torch
+    from ..sampling import MAX_SEED  # here, so that importing this module does not import torch
 
     if not isinstance(data, dict):
         _fail("experiment", f"must be a mapping of keys to values, got {type(data).__name__}")
@@ -381,8 +381,8 @@ def _run_record(
     model with these arguments gives."""
     import torch
 
-    from .loading import resolve_device
-    from .pipeline import library_versions
+    from ..loading import resolve_device
+    from ..sampling import library_versions
 
     if pipe is not None:
         model, device, dtype = pipe.name_or_path, torch.device(pipe.device), pipe.dtype
@@ -609,13 +609,13 @@ def run_sweep(
     has called :func:`prepare_index` (with ``force``, if wanted). The gallery is written at the
     end by the process of index 0.
 
-    ``score``: ``"embedded"`` or a CLIP id or folder (:func:`blending.scores.load_scorer`) adds the
+    ``score``: ``"embedded"`` or a CLIP id or folder (:func:`blending.scores.clip.load_scorer`) adds the
     blends' CLIP scores to the index's ``scores`` table, computed from the PNGs on disk, for every
     indexed comparison of this process's share that lacks them (so also after a sweep without).
     """
     from tqdm.auto import tqdm
 
-    from .pipeline import blend_seeds
+    from ..sampling import blend_seeds
 
     if force and num_processes > 1:
         raise ExperimentError("force: with several processes, pass it to prepare_index, in one process, beforehand")
@@ -629,7 +629,7 @@ def run_sweep(
             run, generator = _run_record(experiment, pipe, device, dtype, scheduler, max_batch_size, generator_device)
             _check_run(connection, out, run)
             if pipe is None:
-                from .loading import load_pipeline
+                from ..loading import load_pipeline
 
                 pipe = load_pipeline(experiment.model, device=device, dtype=_torch_dtype(dtype), scheduler=scheduler)
             pipe.set_progress_bar_config(disable=True)
@@ -684,8 +684,8 @@ def _score_missing(connection, out: Path, experiment: Experiment, score: str, na
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .pipeline import BlendResult
-    from .scores import clip_scores, load_scorer
+    from ..sampling import BlendResult
+    from ..scores.clip import clip_scores, load_scorer
 
     scored = {
         name for (name,) in connection.execute("SELECT DISTINCT comparison FROM scores WHERE scorer = ?", (score,))

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import interpolate
-from .errors import InputError
+from ..attention import interpolate
+from ..errors import InputError
 
 __all__ = ["FAMILIES", "SUPPORTED", "Conditioning", "Family", "StableDiffusion", "StableDiffusionXL", "family_of"]
 

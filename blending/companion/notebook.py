@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loading import PAPER_MODEL, load_pipeline
-from .pipeline import BlendResult, blend
+from ..loading import PAPER_MODEL, load_pipeline
+from ..sampling import BlendResult, blend
 
 __all__ = [
     "PAPER_PROMPTS",
@@ -79,7 +79,7 @@ def provenance(pipe, *, toy_world: bool = False, prompts: tuple[str, str] | None
     """
     from IPython.display import HTML
 
-    from .pipeline import library_versions
+    from ..sampling import library_versions
 
     versions = ", ".join(f"{name} {version}" for name, version in library_versions().items())
     drawn_by = (
@@ -167,7 +167,7 @@ def figure(fig, output_dir: str | Path, name: str, *, model: str | None):
 def distances_from_plain_images(results: list[BlendResult], method: str) -> list[tuple[float, float]]:
     """For each result, how far its ``method`` blend lies from prompt 1's and from prompt 2's
     plain image: the mean absolute difference of their pixels, on a [0, 1] scale."""
-    from .plot import image_array
+    from ..plot import image_array
 
     def scaled(image) -> np.ndarray:
         array = image_array(image).astype(np.float64)
@@ -187,7 +187,7 @@ def distances_from_plain_images(results: list[BlendResult], method: str) -> list
 
 def summary(result: BlendResult) -> str:
     """A few rounded numbers per image: deterministic text for notebook checks (nbval)."""
-    from .plot import image_array
+    from ..plot import image_array
 
     images = {"prompt_1": result.prompt_1, "prompt_2": result.prompt_2, **result.blends}
     lines = []
@@ -208,7 +208,7 @@ def check_pictures(images: dict, chapter: str) -> str:
     """The line a chapter prints for nbval: do its pictures match their recorded fingerprints?
 
     The fingerprints live in ``fingerprints/<chapter>.json`` beside the notebooks; see
-    :func:`blending.fingerprint.check`.
+    :func:`blending.companion.fingerprint.check`.
     """
     from .fingerprint import check
 

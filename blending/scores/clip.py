@@ -4,7 +4,7 @@ A :class:`ClipScorer` embeds pictures and texts with a CLIP model; :func:`clip_s
 every blend of a :class:`~blending.BlendResult` against the comparison's two prompts and its two
 plain images::
 
-    from blending.scores import clip_scores, load_scorer
+    from blending.scores.clip import clip_scores, load_scorer
 
     scorer = load_scorer("embedded")        # the toy world's CLIP, for the embedded model
     scores = clip_scores(result, scorer)    # method -> BlendScores
@@ -68,7 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The CLIP model that ships in the package, trained on the toy world (``python -m blending.toy.clip``).
-EMBEDDED_CLIP = Path(__file__).parent / "models" / "clip"
+EMBEDDED_CLIP = Path(__file__).parent.parent / "models" / "clip"
 #: The default scorer, the CLIP whose text tower Stable Diffusion v1.x uses as its text encoder.
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 #: The scale of the text scores, ``100 * max(cos, 0)`` as in torchmetrics' ``CLIPScore`` (Hessel
@@ -240,7 +240,7 @@ def load_scorer(model: str | os.PathLike = DEFAULT_CLIP, device: str | torch.dev
     """
     from transformers import CLIPModel, CLIPProcessor
 
-    from .loading import ModelUnavailableError, check_safetensors, dtype_kwarg, resolve_device
+    from ..loading import ModelUnavailableError, check_safetensors, dtype_kwarg, resolve_device
 
     device, _ = resolve_device(device, torch.float32)
     name = str(model)

@@ -1,10 +1,10 @@
 """How far the committed pictures move on other CPUs, measured on one machine.
 
-``python -m blending.portability --out benchmarks/cpu-levels`` redraws every chapter (``python -m
-blending.figures --check`` in a copy of ``notebooks/``) once per CPU capability level, each level
+``python -m blending.companion.portability --out benchmarks/cpu-levels`` redraws every chapter (``python -m
+blending.companion.figures --check`` in a copy of ``notebooks/``) once per CPU capability level, each level
 emulated by the libraries' documented switches (:data:`LEVELS`), and records every picture's
-largest cell change against its committed fingerprint (:mod:`blending.fingerprint`): with the
-pinned numeric paths (:mod:`blending.numerics`) and, with ``--unpinned``, with each CPU's own. A
+largest cell change against its committed fingerprint (:mod:`blending.companion.fingerprint`): with the
+pinned numeric paths (:mod:`blending.companion.numerics`) and, with ``--unpinned``, with each CPU's own. A
 level that cannot take the pinned paths (no AVX2) runs unpinned in both: it stands in for another
 architecture, whose drift only the fingerprints' tolerance can absorb.
 
@@ -78,7 +78,7 @@ def _run_level(level: str, pinning: bool, notebooks: Path, only: list[str] | Non
         environment[REPORT] = str(report)
         if not pinning or level in _UNPINNABLE:
             environment[numerics.UNPINNED] = "1"
-        command = [sys.executable, "-m", "blending.figures", "--check", "--notebooks", str(copy)]
+        command = [sys.executable, "-m", "blending.companion.figures", "--check", "--notebooks", str(copy)]
         if only:
             command += ["--only", *only]
         logger.info("%s, %s: %s", level, "pinned" if pinning else "unpinned", " ".join(command))
@@ -165,7 +165,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blending.portability", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m blending.companion.portability", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
     parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))

@@ -10,11 +10,11 @@ pixels moves cells by tenths.
 Each chapter keeps the fingerprints of the pictures it shows in ``notebooks/fingerprints/`` and
 prints, in a cell that nbval checks, one line that is the same whenever every picture matches
 (see :func:`check`); when pictures differ, the line names them, and nbval fails.
-``python -m blending.figures`` records the fingerprints afresh (it sets :data:`RECORD`), with the
-numeric path that drew them (:func:`blending.numerics.numeric_path`), so that a mismatch says
+``python -m blending.companion.figures`` records the fingerprints afresh (it sets :data:`RECORD`), with the
+numeric path that drew them (:func:`blending.companion.numerics.numeric_path`), so that a mismatch says
 where the pictures were drawn and where they were checked. With :data:`REPORT` naming a file, every
 check also appends each picture's largest cell change to it (one JSON object per line): how
-``python -m blending.portability`` measures the drift between CPUs.
+``python -m blending.companion.portability`` measures the drift between CPUs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def cell_means(image) -> np.ndarray:
 
     ``image`` is any image :func:`blending.plot.image_array` reads.
     """
-    from .plot import image_array
+    from ..plot import image_array
 
     pixels = image_array(image)
     if pixels.dtype != np.uint8:  # as a PNG stores it
@@ -83,7 +83,7 @@ def check(images: Mapping[str, Any], path: str | os.PathLike) -> str:
         record = {"grid": GRID, "numeric_path": numeric_path(), "cell_means": recorded}
         path.write_text(json.dumps(record, indent=None) + "\n")
     if not path.is_file():
-        return f"no fingerprints recorded at {path}: run python -m blending.figures"
+        return f"no fingerprints recorded at {path}: run python -m blending.companion.figures"
     stored = json.loads(path.read_text())
     recorded = stored["cell_means"]
     changes = {name: largest_change(recorded[name], image) for name, image in images.items() if name in recorded}
@@ -99,6 +99,6 @@ def check(images: Mapping[str, Any], path: str | os.PathLike) -> str:
         where = f"drawn and checked on {here}" if drawn == here else f"drawn on {drawn}, checked on {here}"
         return (
             f"{len(differ)} of {len(recorded)} pictures differ from their recorded fingerprints "
-            f"(largest cell change): {', '.join(differ)}; {where}; python -m blending.figures redraws them"
+            f"(largest cell change): {', '.join(differ)}; {where}; python -m blending.companion.figures redraws them"
         )
     return f"{len(images)} pictures match their recorded fingerprints (largest cell change <= {TOLERANCE})"

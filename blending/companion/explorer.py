@@ -8,9 +8,9 @@ import ipywidgets as widgets
 import torch
 from IPython.display import Image
 
-from .methods import METHODS, default_switch_step
-from .pipeline import blend
-from .plot import triptych
+from ..methods import METHODS, default_switch_step
+from ..sampling import blend
+from ..plot import triptych
 
 __all__ = ["Explorer"]
 

@@ -3,7 +3,7 @@ any vocabulary, small CLIP text encoders, and the published architectures of SD 
 base as configurations.
 
 The embedded toy model (:mod:`blending.toy.model`) and the random test pipelines
-(:mod:`blending.testing`) are built from them.
+(:mod:`blending.testing.pipelines`) are built from them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def architecture(name: str) -> dict:
     ``scheduler`` and ``facts``."""
     if name not in ARCHITECTURES:
         raise ValueError(f"name must be one of {list(ARCHITECTURES)}, got {name!r}")
-    return json.loads((Path(__file__).parent / "models" / f"{name}-architecture.json").read_text())
+    return json.loads((Path(__file__).parent.parent / "models" / f"{name}-architecture.json").read_text())
 
 
 def unet_skeleton(name: str):
