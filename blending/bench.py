@@ -35,10 +35,10 @@ import torch
 
 from . import PAPER_SEEDS
 from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
-from .testing.components import architecture
 from .loading import load_pipeline, optimize_unet
 from .methods import METHODS, Schedule, default_switch_step, plain
 from .sampling import blend, blend_seeds, library_versions
+from .testing.components import architecture
 
 __all__ = [
     "authors_unet_rows",
@@ -475,8 +475,8 @@ def measure_sweep(experiment_name: str = "toy", max_batch_size: int | None = Non
     import subprocess
     import tempfile
 
-    from .sampling import blend
     from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, comparisons, load_experiment, run_sweep
+    from .sampling import blend
 
     max_batch_size = max_batch_size or DEFAULT_MAX_BATCH_SIZE
     experiment = load_experiment(experiment_name)

@@ -42,9 +42,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, GENERATOR_DEVICES, JOURNAL_MODES
     from .loading import PAPER_MODEL
     from .methods import METHODS, UNET_POOLED
-    from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, GENERATOR_DEVICES, JOURNAL_MODES
 
     parser = _Parser(
         prog="blending",
@@ -213,8 +213,8 @@ def _blend(args) -> int:
     import torch
 
     from .loading import load_pipeline, resolve_device
-    from .sampling import MAX_SEED, BlendSettings, blend, check_settings
     from .plot import triptych
+    from .sampling import MAX_SEED, BlendSettings, blend, check_settings
 
     started = time.perf_counter()
     settings = {

@@ -10,8 +10,8 @@ import torch
 
 from blending import blend, load_pipeline
 from blending.attention import cross_attention_layout, interpolate
-from blending.testing.components import architecture, unet_skeleton
 from blending.sampling import check_pipeline
+from blending.testing.components import architecture, unet_skeleton
 
 from .conftest import STEPS
 from .test_blend import close, run

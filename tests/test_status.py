@@ -89,7 +89,9 @@ def test_rows_say_what_is_missing():
 def test_the_committed_status_describes_the_committed_notebooks(notebook):
     """Notebooks committed without their status (or the reverse) would publish a false Status page."""
     record = json.loads((NOTEBOOKS / "status.json").read_text()).get(notebook.stem)
-    assert record is not None, f"notebooks/status.json has no record of {notebook.stem}: run python -m blending.companion.figures"
+    assert record is not None, (
+        f"notebooks/status.json has no record of {notebook.stem}: run python -m blending.companion.figures"
+    )
     assert record["drawn"]["model"] == _drawn_by(notebook)
     assert record["drawn"]["pictures"] == status.pictures_digest(notebook), (
         f"{notebook.stem}'s pictures are not the ones notebooks/status.json records: commit both from one run"

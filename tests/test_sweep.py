@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blending.experiments import sweep
 from blending.cli import main
-from blending.sampling import MAX_SEED
+from blending.experiments import sweep
 from blending.experiments.sweep import ExperimentError, experiment_from_dict, load_experiment, run_sweep
+from blending.sampling import MAX_SEED
 
 SMALL = {
     "model": "embedded",

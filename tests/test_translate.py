@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from blending.testing.components import architecture
 from blending.methods import METHODS, CrossAttentionLayout
+from blending.testing.components import architecture
 from blending.translate import a1111_alternate_weights, a1111_switch_step, comfyui_switch_step
 
 PAGE = (Path(__file__).resolve().parents[1] / "book" / "other-tools.md").read_text()

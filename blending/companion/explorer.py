@@ -9,8 +9,8 @@ import torch
 from IPython.display import Image
 
 from ..methods import METHODS, default_switch_step
-from ..sampling import blend
 from ..plot import triptych
+from ..sampling import blend
 
 __all__ = ["Explorer"]
 

@@ -310,8 +310,8 @@ def check(
     """
     import papermill
 
-    from .fingerprint import TOLERANCE, cell_means, largest_change
     from ..sampling import library_versions
+    from .fingerprint import TOLERANCE, cell_means, largest_change
 
     paths = _notebook_paths(notebooks, only)
     with numerics.pinned_children():

@@ -165,7 +165,9 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blending.companion.portability", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m blending.companion.portability", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
     parser.add_argument("--levels", nargs="+", choices=list(LEVELS), default=list(LEVELS))

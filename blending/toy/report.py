@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..testing.components import unet_skeleton
 from ..methods import METHODS
+from ..testing.components import unet_skeleton
 from .study import ATTRIBUTES, DISTINCT_SOURCES, Share, attribute_of_prompt, source_of
 from .world import HELD_OUT, caption, render, sample_attributes
 

@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
     from safetensors.torch import save_file
 
-    from ..testing.components import SD_SCHEDULER_CONFIG
     from ..loading import EMBEDDED_PATH
+    from ..testing.components import SD_SCHEDULER_CONFIG
 
     parser = argparse.ArgumentParser(prog="python -m blending.toy.train", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(".toy-train"), help="checkpoints and data (resumable)")
