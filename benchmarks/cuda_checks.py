@@ -19,8 +19,9 @@ import torch
 from diffusers import EulerAncestralDiscreteScheduler, UniPCMultistepScheduler
 
 from blending import PAPER_SEEDS, blend, blend_seeds
-from blending.bench import T4_BUDGET_GIB, build_sd_shaped_pipeline
-from blending.sampling import library_versions
+from blending.bench import T4_BUDGET_GIB
+from blending.settings import library_versions
+from blending.testing.architectures import build_sd_shaped_pipeline
 
 STEPS = 10
 

@@ -17,7 +17,8 @@ import importlib
 _EXPORTS = {
     "METHODS": "methods",
     "PAPER_MODEL": "loading",
-    "BlendResult": "sampling",
+    "BlendResult": "settings",
+    "BlendSettings": "settings",
     "InputError": "errors",
     "ModelUnavailableError": "loading",
     "blend": "sampling",

@@ -34,190 +34,20 @@ from pathlib import Path
 import torch
 
 from . import PAPER_SEEDS
-from .attention import cross_attention_layout, interpolate, layer_replacements, row_conditioning
 from .loading import load_pipeline, optimize_unet
-from .methods import METHODS, Schedule, default_switch_step, plain
-from .sampling import blend, blend_seeds, library_versions
-from .testing.components import architecture
+from .methods import METHODS
+from .sampling import blend, blend_seeds
+from .settings import library_versions
+from .testing.architectures import build_sd_shaped_pipeline
+from .testing.stock import authors_unet_rows, count_unet_rows, stock_one_at_a_time
 
-__all__ = [
-    "authors_unet_rows",
-    "batch_sizes",
-    "build_sd_shaped_pipeline",
-    "count_unet_rows",
-    "main",
-    "stock_one_at_a_time",
-]
+__all__ = ["MEMORY_CASES", "T4_BUDGET_GIB", "main", "measure", "measure_memory", "measure_sweep", "sweep_table"]
 
 logger = logging.getLogger(__name__)
 
 PROMPTS = ("lion", "cat")
 #: Dense fp16/bf16 tensor-core peaks (TFLOP/s), for the fraction of peak reached.
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-
-
-# -- counting ---------------------------------------------------------------------------------
-
-
-def batch_sizes(module: torch.nn.Module, run) -> list[int]:
-    """The batch size of every forward call of ``module`` while ``run()`` runs."""
-    sizes = []
-    handle = module.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
-    try:
-        run()
-    finally:
-        handle.remove()
-    return sizes
-
-
-def count_unet_rows(unet: torch.nn.Module, run) -> int:
-    """The batch rows that go through ``unet`` while ``run()`` runs."""
-    return sum(batch_sizes(unet, run))
-
-
-def authors_unet_rows(
-    num_inference_steps: int, methods=tuple(METHODS), ratio: float = 0.5, guidance: bool = True
-) -> int:
-    """U-Net rows of the authors' strategy: per method, prompt 1, prompt 2 and the blend anew.
-
-    SWITCH's blend is prompt 1's trajectory until the switch, so only its steps after the switch
-    are extra.
-    """
-    per_step = 2 if guidance else 1
-    steps = 0
-    for method in methods:
-        blend_steps = num_inference_steps
-        if method == "switch":
-            blend_steps -= default_switch_step(ratio, num_inference_steps)
-        steps += 2 * num_inference_steps + blend_steps
-    return steps * per_step
-
-
-# -- the stock contender ----------------------------------------------------------------------
-
-
-def _stock_image(
-    pipe,
-    schedule: Schedule,
-    layout,
-    embeds,
-    negative,
-    seed,
-    num_inference_steps,
-    guidance_scale,
-    height,
-    width,
-    output_type,
-):
-    """One image by one stock ``StableDiffusionPipeline`` call that follows ``schedule``.
-
-    The step weights become prompt embeddings swapped in by ``callback_on_step_end``; layer
-    weights become the same attention processors :func:`blending.blend` uses.
-    """
-    embeds_1, embeds_2 = embeds
-    step_weights = torch.tensor(schedule.step_weights, dtype=embeds_1.dtype, device=embeds_1.device)
-    guided = guidance_scale > 1
-
-    def next_embeds(pipe, step, timestep, tensors):
-        if step + 1 < num_inference_steps and step_weights[step + 1] != step_weights[step]:
-            conditional = interpolate(embeds_1, embeds_2, step_weights[step + 1 : step + 2])
-            return {"prompt_embeds": torch.cat([negative, conditional]) if guided else conditional}
-        return {}
-
-    replacements = layer_replacements([schedule], layout, embeds_1, embeds_2, 1 if guided else 0)
-    with row_conditioning(pipe.unet, replacements):
-        return pipe(
-            prompt_embeds=interpolate(embeds_1, embeds_2, step_weights[:1]),
-            negative_prompt_embeds=negative,
-            generator=torch.Generator("cpu").manual_seed(seed),
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            height=height,
-            width=width,
-            output_type=output_type,
-            callback_on_step_end=next_embeds,
-        ).images[0]
-
-
-@torch.no_grad()
-def stock_one_at_a_time(
-    pipe,
-    prompt_1,
-    prompt_2,
-    methods=tuple(METHODS),
-    ratio=0.5,
-    *,
-    seed=0,
-    num_inference_steps=25,
-    guidance_scale=7.5,
-    height=None,
-    width=None,
-    output_type="pil",
-) -> dict[str, object]:
-    """The images of one comparison, each by its own stock pipeline call (the baseline)."""
-    device = pipe._execution_device
-    prompt_embeds, negative_embeds = pipe.encode_prompt([prompt_1, prompt_2], device, 1, guidance_scale > 1)
-    embeds = (prompt_embeds[:1], prompt_embeds[1:])
-    negative = None if negative_embeds is None else negative_embeds[:1]
-    layout = cross_attention_layout(pipe.unet)
-    schedules = {"prompt_1": plain(0.0, num_inference_steps), "prompt_2": plain(1.0, num_inference_steps)}
-    schedules |= {m: METHODS[m](ratio, num_inference_steps, layout, None) for m in methods}
-    return {
-        name: _stock_image(
-            pipe, s, layout, embeds, negative, seed, num_inference_steps, guidance_scale, height, width, output_type
-        )
-        for name, s in schedules.items()
-    }
-
-
-# -- the benchmark model ----------------------------------------------------------------------
-
-
-def build_sd_shaped_pipeline(
-    width_divisor: int = 1, dtype=torch.float32, device="cpu", seed: int = 0, full_text_encoder: bool = False
-):
-    """Stable Diffusion v1.4's architecture with random weights, its widths divided by ``width_divisor``.
-
-    Divisor 1 is the real size (859.5M U-Net parameters). Timing needs no real weights; the text
-    encoder keeps SD's width (768) but has 2 layers and a byte-level vocabulary, unless
-    ``full_text_encoder`` asks for all of SD's layers and its vocabulary's size (for memory).
-    """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel, UniPCMultistepScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .testing.pipelines import tiny_tokenizer
-
-    def narrow(channels):  # a multiple of the 32 normalisation groups, at least one group
-        return [max(32, c // width_divisor // 32 * 32) for c in channels]
-
-    config = architecture("sd-v1-4")
-    unet_config = dict(config["unet"], block_out_channels=narrow(config["unet"]["block_out_channels"]))
-    vae_config = dict(config["vae"], block_out_channels=narrow(config["vae"]["block_out_channels"]))
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)
-    pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL(**vae_config),
-        text_encoder=CLIPTextModel(
-            CLIPTextConfig(
-                **dict(
-                    config["text_encoder"],
-                    **({} if full_text_encoder else {"num_hidden_layers": 2, "vocab_size": len(tokenizer)}),
-                    bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            )
-        ),
-        tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**unet_config),
-        scheduler=UniPCMultistepScheduler.from_config(config["scheduler"]),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.register_to_config(_name_or_path=f"sd-v1-4-architecture/{width_divisor} (random weights)")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -475,7 +305,8 @@ def measure_sweep(experiment_name: str = "toy", max_batch_size: int | None = Non
     import subprocess
     import tempfile
 
-    from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, comparisons, load_experiment, run_sweep
+    from .experiments.runner import DEFAULT_MAX_BATCH_SIZE, run_sweep
+    from .experiments.schema import comparisons, load_experiment
     from .sampling import blend
 
     max_batch_size = max_batch_size or DEFAULT_MAX_BATCH_SIZE

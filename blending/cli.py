@@ -42,7 +42,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .experiments.sweep import DEFAULT_MAX_BATCH_SIZE, GENERATOR_DEVICES, JOURNAL_MODES
+    from .experiments.index import JOURNAL_MODES
+    from .experiments.runner import DEFAULT_MAX_BATCH_SIZE
+    from .experiments.schema import GENERATOR_DEVICES
     from .loading import PAPER_MODEL
     from .methods import METHODS, UNET_POOLED
 
@@ -130,14 +132,16 @@ def _parser() -> argparse.ArgumentParser:
 def _sweep(args) -> int:
     from dataclasses import replace
 
-    from .experiments import sweep
+    from .experiments.gallery import write_gallery
+    from .experiments.runner import run_sweep
+    from .experiments.schema import load_experiment
 
     if args.gallery is not None:
-        print(sweep.write_gallery(args.gallery))
+        print(write_gallery(args.gallery))
         return 0
     if args.experiment is None or args.out is None:
         raise InputError("sweep needs an EXPERIMENT and --out DIR (or --gallery DIR)")
-    experiment = sweep.load_experiment(args.experiment)  # every key checked before any model loads
+    experiment = load_experiment(args.experiment)  # every key checked before any model loads
     if args.model:
         experiment = replace(experiment, model=args.model)
     if args.max_batch_size < 1:
@@ -159,7 +163,7 @@ def _sweep(args) -> int:
     }
     if state.num_processes > 1:
         _prepare_together(state, args.out, experiment, force=args.force, **run)
-    sweep.run_sweep(
+    run_sweep(
         experiment,
         args.out,
         **run,
@@ -171,7 +175,7 @@ def _sweep(args) -> int:
     )
     state.wait_for_everyone()
     if state.is_main_process and state.num_processes > 1:
-        sweep.write_gallery(args.out)
+        write_gallery(args.out)
     logger.info("sweep done: %s", args.out)
     return 0
 
@@ -182,12 +186,13 @@ def _prepare_together(state, out: Path, experiment, **settings) -> None:
     leaving them waiting at a barrier the main process never reaches."""
     from accelerate.utils import broadcast_object_list
 
-    from .experiments import sweep
+    from .experiments.runner import prepare_index
+    from .experiments.schema import ExperimentError
 
     failure, outcome = None, [None]
     if state.is_main_process:
         try:
-            sweep.prepare_index(out, experiment, **settings)
+            prepare_index(out, experiment, **settings)
         except Exception as error:  # every process must learn of it, whatever it is
             failure, outcome = error, [(isinstance(error, InputError), str(error))]
     broadcast_object_list(outcome, from_process=0)  # a collective: also the barrier
@@ -197,7 +202,7 @@ def _prepare_together(state, out: Path, experiment, **settings) -> None:
         raise failure
     bad_input, message = outcome[0]
     if bad_input:
-        raise sweep.ExperimentError(message)
+        raise ExperimentError(message)
     raise RuntimeError(f"the main process failed to set up the index: {message}")
 
 
@@ -214,7 +219,8 @@ def _blend(args) -> int:
 
     from .loading import load_pipeline, resolve_device
     from .plot import triptych
-    from .sampling import MAX_SEED, BlendSettings, blend, check_settings
+    from .sampling import blend
+    from .settings import MAX_SEED, BlendSettings, check_settings
 
     started = time.perf_counter()
     settings = {

@@ -38,7 +38,15 @@ _PIPELINES = {
         {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
     ),
     "StableDiffusionXLPipeline": (("unet", "vae", "text_encoder", "text_encoder_2"), {}),
+    "StableDiffusion3Pipeline": (("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"), {}),
+    "FluxPipeline": (("transformer", "vae", "text_encoder", "text_encoder_2"), {}),
 }
+#: The scheduler each pipeline gets by default: the paper's UniPC on the U-Net families; the
+#: transformers are flow-matching models and keep the checkpoint's own scheduler.
+PAPER_SCHEDULER = "UniPCMultistepScheduler"
+_DEFAULT_SCHEDULERS = {"StableDiffusionPipeline": PAPER_SCHEDULER, "StableDiffusionXLPipeline": PAPER_SCHEDULER}
+# float16 overflows in FLUX's and SD3's transformers; the diffusers documentation loads them in bfloat16
+_CUDA_BFLOAT16 = ("StableDiffusion3Pipeline", "FluxPipeline")
 
 
 class ModelUnavailableError(OSError):
@@ -222,6 +230,10 @@ def optimize_unet(pipe, channels_last: bool = False, compile: bool = False) -> N
     Both keep the images (to float tolerance). ``torch.compile`` pays a compilation on the first
     call and on each new batch shape; see the Performance page for measurements.
     """
+    if not (channels_last or compile):
+        return
+    if getattr(pipe, "unet", None) is None:
+        raise InputError("channels_last and compile apply to a U-Net; this pipeline has a transformer")
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if compile:
@@ -232,13 +244,13 @@ def load_pipeline(
     model: str | os.PathLike = "embedded",
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    scheduler: str = "UniPCMultistepScheduler",
+    scheduler: str | None = None,
     *,
     variant: str | None = None,
     channels_last: bool = False,
     compile: bool = False,
 ):
-    """Load a Stable Diffusion 1.x/2.x or SDXL pipeline ready for :func:`blending.blend`.
+    """Load a Stable Diffusion 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline ready for :func:`blending.blend`.
 
     Args:
         model: a Hugging Face repo id (the paper's is ``"CompVis/stable-diffusion-v1-4"``; SDXL
@@ -247,9 +259,11 @@ def load_pipeline(
             anywhere, offline and on a CPU. Which pipeline it is comes from its
             ``model_index.json``.
         device: defaults to cuda if available, else mps, else cpu.
-        dtype: defaults to float16 on cuda and float32 elsewhere; float16 on cpu is refused.
+        dtype: defaults to float16 on cuda (bfloat16 for SD3 and FLUX.1, which overflow in
+            float16) and float32 elsewhere; float16 on cpu is refused.
         scheduler: the name of a diffusers scheduler class, built from the checkpoint's scheduler
-            configuration; the paper uses ``"UniPCMultistepScheduler"``.
+            configuration. Default: the paper's ``"UniPCMultistepScheduler"`` for SD 1.x/2.x and
+            SDXL; the checkpoint's own (flow-matching) scheduler for SD3 and FLUX.1.
         variant: the weights variant to load, as in diffusers: ``"fp16"`` downloads and loads
             the half-size files where a checkpoint has them (SDXL base does: about 7 GB instead
             of 14).
@@ -262,18 +276,21 @@ def load_pipeline(
     Raises:
         InputError: (a ``ValueError``) for a bad ``model`` folder, ``device``, ``dtype`` or
             ``scheduler``, a checkpoint without safetensors weights, or a pipeline other than
-            SD 1.x/2.x and SDXL text to image.
+            SD 1.x/2.x, SDXL, SD3 and FLUX.1 text to image.
         ModelUnavailableError: for a repo id that is not cached while offline.
     """
     import diffusers
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+    default_dtype = dtype is None
     device, dtype = resolve_device(device, dtype)
-    scheduler_class = getattr(diffusers, scheduler, None) if isinstance(scheduler, str) else None
-    if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
-        raise InputError(
-            f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}"
-        )
+    scheduler_class = None
+    if scheduler is not None:
+        scheduler_class = getattr(diffusers, scheduler, None) if isinstance(scheduler, str) else None
+        if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
+            raise InputError(
+                f"scheduler must name a diffusers scheduler class such as 'UniPCMultistepScheduler', got {scheduler!r}"
+            )
 
     model_id = str(model)
     if model_id == "embedded":
@@ -286,6 +303,11 @@ def load_pipeline(
     else:
         folder = _download(model_id, variant)
     class_name = _pipeline_class(folder, model_id)
+    if default_dtype and device.type == "cuda" and class_name in _CUDA_BFLOAT16:
+        dtype = torch.bfloat16
+    if scheduler is None and class_name in _DEFAULT_SCHEDULERS:
+        scheduler = _DEFAULT_SCHEDULERS[class_name]
+        scheduler_class = getattr(diffusers, scheduler)
 
     compat = _transformers4_components(folder, dtype)
     pipe = getattr(diffusers, class_name).from_pretrained(
@@ -298,9 +320,12 @@ def load_pipeline(
     )
     if compat:
         pipe.register_modules(**compat)
-    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    if scheduler_class is not None:
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
     pipe.register_to_config(_name_or_path=model_id)
     pipe = pipe.to(device)
     optimize_unet(pipe, channels_last=channels_last, compile=compile)
-    logger.info("loaded %s (%s) on %s as %s with %s", model_id, class_name, device, dtype, scheduler)
+    logger.info(
+        "loaded %s (%s) on %s as %s with %s", model_id, class_name, device, dtype, type(pipe.scheduler).__name__
+    )
     return pipe

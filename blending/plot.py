@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .sampling import BlendResult
+from .settings import BlendResult
 
 __all__ = ["comparison_grid", "image_array", "ratio_strip", "triptych"]
 

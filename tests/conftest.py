@@ -1,4 +1,4 @@
-"""Tiny Stable-Diffusion-shaped pipelines, built in code under fixed seeds."""
+"""Tiny pipelines of every family, built in code under fixed seeds."""
 
 from blending.companion import numerics
 
@@ -9,7 +9,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from blending.testing.pipelines import tiny_pipeline, tiny_sdxl_pipeline  # noqa: E402
+from blending.testing.pipelines import (  # noqa: E402
+    tiny_flux_pipeline,
+    tiny_pipeline,
+    tiny_sd3_pipeline,
+    tiny_sdxl_pipeline,
+)
 
 #: Few steps keep every test fast; the invariants do not depend on the count.
 STEPS = 4
@@ -35,9 +40,39 @@ def sdxl_pipe():
     return _quiet(tiny_sdxl_pipeline(seed=0))
 
 
-@pytest.fixture(scope="session", params=["sd1", "sd2", "sdxl"])
+@pytest.fixture(scope="session")
+def sd3_pipe():
+    return _quiet(tiny_sd3_pipeline(seed=0))
+
+
+@pytest.fixture(scope="session")
+def flux_pipe():
+    """FLUX.1 dev's shape: guidance-distilled."""
+    return _quiet(tiny_flux_pipeline("dev", seed=0))
+
+
+@pytest.fixture(scope="session")
+def flux_schnell_pipe():
+    """FLUX.1 schnell's shape: no guidance."""
+    return _quiet(tiny_flux_pipeline("schnell", seed=0))
+
+
+@pytest.fixture(scope="session", params=["sd1", "sd2", "sdxl", "sd3", "flux", "flux_schnell"])
 def pipe(request):
-    """Each test that takes ``pipe`` runs on SD 1.x's, SD 2.x's and SDXL's shapes."""
+    """Each test that takes ``pipe`` runs on every family's shape: SD 1.x, SD 2.x, SDXL, SD3, FLUX.1
+    dev and schnell."""
+    return request.getfixturevalue(f"{request.param}_pipe")
+
+
+@pytest.fixture(scope="session", params=["sd1", "sd2", "sdxl"])
+def unet_pipe(request):
+    """The U-Net families' shapes, for what needs a U-Net (UNET, its attention processors)."""
+    return request.getfixturevalue(f"{request.param}_pipe")
+
+
+@pytest.fixture(scope="session", params=["sd1", "sd2", "sdxl", "sd3"])
+def cfg_pipe(request):
+    """The families with classifier-free guidance (unconditional rows, negative prompts)."""
     return request.getfixturevalue(f"{request.param}_pipe")
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from blending import METHODS, blend, blend_seeds
-from blending.bench import batch_sizes
+from blending.testing.stock import batch_sizes
 
 from .conftest import STEPS
 from .test_blend import close
@@ -29,17 +29,17 @@ def test_batches_give_the_images_of_one_batch(sd1_pipe, max_batch_size):
         assert b.settings["max_batch_size"] == max_batch_size
 
 
-def test_no_unet_or_vae_call_holds_more_than_max_batch_size_images(sd1_pipe):
+def test_no_unet_call_holds_more_than_max_batch_size_images_and_the_vae_decodes_one(sd1_pipe):
     unet_rows = batch_sizes(sd1_pipe.unet, lambda: seeds_of(sd1_pipe, max_batch_size=5))
     # 12 images in batches of 5, 5 and 2; each image has its unconditional row
     assert unet_rows == [10] * (2 * STEPS) + [4] * STEPS
     decoded = batch_sizes(sd1_pipe.vae.decoder, lambda: seeds_of(sd1_pipe, max_batch_size=5))
-    assert decoded == [5, 5, 2]
+    assert decoded == [1] * 12  # its activations, not the U-Net's, peak at large sizes
 
 
 def test_without_max_batch_size_everything_is_one_batch(sd1_pipe):
     assert batch_sizes(sd1_pipe.unet, lambda: seeds_of(sd1_pipe)) == [2 * 6 * len(SEEDS)] * STEPS
-    assert batch_sizes(sd1_pipe.vae.decoder, lambda: seeds_of(sd1_pipe)) == [6 * len(SEEDS)]
+    assert batch_sizes(sd1_pipe.vae.decoder, lambda: seeds_of(sd1_pipe)) == [1] * (6 * len(SEEDS))
 
 
 def test_blend_takes_max_batch_size_too(sd1_pipe):

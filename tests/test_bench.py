@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from blending import METHODS, blend
-from blending.bench import authors_unet_rows, count_unet_rows, stock_one_at_a_time
+from blending.testing.stock import authors_unet_rows, count_unet_rows, stock_one_at_a_time
 
 from .conftest import STEPS
 
@@ -43,7 +43,7 @@ def test_the_committed_sweep_benchmark_is_of_the_toy_experiment_and_its_table():
     from pathlib import Path
 
     from blending.bench import sweep_table
-    from blending.experiments.sweep import comparisons, load_experiment
+    from blending.experiments.schema import comparisons, load_experiment
 
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     report = json.loads((folder / "sweep-cpu.json").read_text())

@@ -1,4 +1,5 @@
-"""blend(): the invariants of the four methods, on two differently shaped tiny U-Nets."""
+"""blend(): the invariants of the methods, on every family's tiny pipeline (``pipe``), and what only
+the U-Net families have (``unet_pipe``)."""
 
 import logging
 
@@ -15,7 +16,19 @@ ALL = tuple(METHODS)
 TOL = 1e-5
 
 
-def run(pipe, prompt_1="lion", prompt_2="cat", methods=ALL, ratio=0.5, **kwargs):
+def methods_for(pipe) -> tuple[str, ...]:
+    """Every method the pipeline's family defines: UNET needs a U-Net."""
+    return tuple(m for m in METHODS if m != "unet" or hasattr(pipe, "unet"))
+
+
+def stock_guidance(result) -> dict:
+    """The stock pipeline's ``guidance_scale`` for what ``blend`` used (none for FLUX.1 schnell)."""
+    scale = result.settings["guidance_scale"]
+    return {} if scale is None else {"guidance_scale": scale}
+
+
+def run(pipe, prompt_1="lion", prompt_2="cat", methods=None, ratio=0.5, **kwargs):
+    methods = methods_for(pipe) if methods is None else methods
     kwargs.setdefault("seed", 21)
     kwargs.setdefault("num_inference_steps", STEPS)
     kwargs.setdefault("output_type", "np")
@@ -30,39 +43,39 @@ def test_ratio_0_gives_prompt_1_and_ratio_1_gives_prompt_2(pipe):
     at_0 = run(pipe, ratio=0.0)
     at_1 = run(pipe, ratio=1.0)
     assert not close(at_0.prompt_1, at_0.prompt_2)
-    for method in ALL:
+    for method in methods_for(pipe):
         assert close(at_0.blends[method], at_0.prompt_1), method
         assert close(at_1.blends[method], at_1.prompt_2), method
 
 
-def test_unet_with_one_prompt_twice_is_the_plain_image(pipe):
-    result = run(pipe, "lion", "lion", methods=("unet",))
+def test_unet_with_one_prompt_twice_is_the_plain_image(unet_pipe):
+    result = run(unet_pipe, "lion", "lion", methods=("unet",))
     assert close(result.blends["unet"], result.prompt_1)
 
 
 def test_each_method_at_half_differs_from_both_plain_images(pipe):
     result = run(pipe)
-    for method in ALL:
+    for method in methods_for(pipe):
         assert not close(result.blends[method], result.prompt_1, 1e-3), method
         assert not close(result.blends[method], result.prompt_2, 1e-3), method
 
 
 @pytest.mark.parametrize("prompt", ["lion", "cat"])
-def test_plain_images_equal_stock_stable_diffusion(pipe, prompt):
+def test_plain_images_equal_the_stock_pipeline(pipe, prompt):
     result = run(pipe, methods=("textual",))
     stock = pipe(
         prompt,
         generator=torch.Generator("cpu").manual_seed(21),
         num_inference_steps=STEPS,
-        guidance_scale=7.5,
         output_type="np",
+        **stock_guidance(result),
     ).images[0]
     assert close(result.prompt_1 if prompt == "lion" else result.prompt_2, stock)
 
 
 def test_the_batch_gives_each_method_what_it_gives_alone(pipe):
     together = run(pipe)
-    for method in ALL:
+    for method in methods_for(pipe):
         alone = run(pipe, methods=(method,))
         assert close(together.blends[method], alone.blends[method]), method
         assert close(together.prompt_1, alone.prompt_1)
@@ -108,25 +121,25 @@ def test_switch_carries_the_sampler_state_across_the_switch(sd1_pipe):
     assert not close(result.blends["switch"], result.prompt_2, 1e-4)
 
 
-def test_attention_processors_are_restored_after_unet_blending(pipe):
-    before = pipe.unet.attn_processors
-    run(pipe, methods=("unet",))
-    after = pipe.unet.attn_processors
+def test_attention_processors_are_restored_after_unet_blending(unet_pipe):
+    before = unet_pipe.unet.attn_processors
+    run(unet_pipe, methods=("unet",))
+    after = unet_pipe.unet.attn_processors
     assert before.keys() == after.keys()
     assert all(after[name] is before[name] for name in before)
 
 
-def test_attention_processors_are_restored_when_blending_raises(pipe):
-    before = pipe.unet.attn_processors
+def test_attention_processors_are_restored_when_blending_raises(unet_pipe):
+    before = unet_pipe.unet.attn_processors
 
     def fail(pipe, step, timestep, tensors):
         raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError, match="stop"):
-        run(pipe, methods=("unet",), callback_on_step_end=fail)
-    after = pipe.unet.attn_processors
+        run(unet_pipe, methods=("unet",), callback_on_step_end=fail)
+    after = unet_pipe.unet.attn_processors
     assert all(after[name] is before[name] for name in before)
-    plain = run(pipe, methods=("textual",), ratio=0.0)
+    plain = run(unet_pipe, methods=("textual",), ratio=0.0)
     assert close(plain.blends["textual"], plain.prompt_1)
 
 
@@ -188,8 +201,8 @@ def test_a_long_prompt_is_truncated_with_one_warning(sd1_pipe):
     assert len(warnings) == 1
 
 
-def test_cross_attention_layout_is_in_forward_order(pipe):
-    layout = cross_attention_layout(pipe.unet)
+def test_cross_attention_layout_is_in_forward_order(unet_pipe):
+    layout = cross_attention_layout(unet_pipe.unet)
     parts = [name.split(".")[0] for name in layout.names]
     assert parts == sorted(parts, key=["down_blocks", "mid_block", "up_blocks"].index)
     assert layout.num_encoder_layers == parts.count("down_blocks") + parts.count("mid_block")
@@ -197,14 +210,15 @@ def test_cross_attention_layout_is_in_forward_order(pipe):
 
 
 def test_blend_seeds_gives_what_blend_gives_for_each_seed(pipe):
+    methods = methods_for(pipe)
     together = blend_seeds(
-        pipe, "lion", "cat", ALL, 0.5, seeds=[3, 21], num_inference_steps=STEPS, output_type="np", progress=False
+        pipe, "lion", "cat", methods, 0.5, seeds=[3, 21], num_inference_steps=STEPS, output_type="np", progress=False
     )
     for seed, result in zip([3, 21], together):
         alone = run(pipe, seed=seed)
         assert result.settings["seed"] == seed
         assert close(result.prompt_1, alone.prompt_1) and close(result.prompt_2, alone.prompt_2)
-        for method in ALL:
+        for method in methods:
             assert close(result.blends[method], alone.blends[method]), (seed, method)
     assert not close(together[0].prompt_1, together[1].prompt_1, 1e-3)
 

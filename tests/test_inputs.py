@@ -68,7 +68,7 @@ def test_an_unknown_setting_is_a_type_error_and_the_settings_are_in_the_signatur
     from dataclasses import fields
 
     from blending import blend_seeds
-    from blending.sampling import BlendSettings
+    from blending.settings import BlendSettings
 
     with pytest.raises(TypeError, match="blend\\(\\) got an unexpected keyword argument 'num_steps'"):
         blend(sd1_pipe, "lion", "cat", num_steps=3)
@@ -99,20 +99,20 @@ def test_an_unusable_generator_device_is_an_input_error_before_any_work(sd1_pipe
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_check_settings_refuses_cuda_without_cuda_before_a_model_loads():
-    from blending.sampling import BlendSettings, check_settings
+    from blending.settings import BlendSettings, check_settings
 
     with pytest.raises(InputError, match="^generator_device: 'cuda' is not available on this machine"):
         check_settings(BlendSettings("lion", "cat", generator_device="cuda"))
 
 
 def test_a_generator_device_that_disagrees_with_the_generator_is_an_input_error(sd1_pipe, monkeypatch):
-    import blending.sampling
+    import blending.loading
 
     kwargs = {"generator": torch.Generator("cpu"), "num_inference_steps": STEPS, "progress": False}
     with pytest.raises(InputError, match="^generator_device"):
         blend(sd1_pipe, "lion", "cat", generator_device="meta", **kwargs)
     # past the availability check (as on a machine with CUDA), the disagreement itself
-    monkeypatch.setattr(blending.sampling, "check_device", lambda device, name: torch.device(device))
+    monkeypatch.setattr(blending.loading, "check_device", lambda device, name: torch.device(device))
     with pytest.raises(InputError, match="^generator_device: 'cuda:0' disagrees with the generator's device 'cpu'"):
         blend(sd1_pipe, "lion", "cat", generator_device="cuda:0", **kwargs)
 

@@ -12,22 +12,24 @@ from diffusers import (
 )
 
 from blending import METHODS, blend, load_pipeline
-from blending.bench import batch_sizes
 from blending.testing.pipelines import tiny_pipeline
+from blending.testing.stock import batch_sizes
 
 from .conftest import STEPS
-from .test_blend import close
+from .test_blend import close, methods_for
 
 ALL = tuple(METHODS)
 
 
-def run(pipe, ratio=0.5, **kwargs):
+def run(pipe, ratio=0.5, methods=ALL, **kwargs):
     kwargs.setdefault("seed", 21)
-    return blend(pipe, "lion", "cat", ALL, ratio, num_inference_steps=STEPS, output_type="np", progress=False, **kwargs)
+    return blend(
+        pipe, "lion", "cat", methods, ratio, num_inference_steps=STEPS, output_type="np", progress=False, **kwargs
+    )
 
 
 def stock(pipe, prompt, **kwargs):
-    kwargs.setdefault("guidance_scale", 7.5)  # blend's default; stock SDXL's is 5.0
+    kwargs.setdefault("guidance_scale", 7.5)  # blend's default on the U-Net families; stock SDXL's is 5.0
     return pipe(
         prompt, generator=torch.Generator().manual_seed(21), num_inference_steps=STEPS, output_type="np", **kwargs
     ).images[0]
@@ -39,24 +41,30 @@ def quiet(pipe):
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 0.5])
-def test_without_guidance_there_are_no_unconditional_rows(pipe, guidance_scale):
-    rows = batch_sizes(pipe.unet, lambda: run(pipe, guidance_scale=guidance_scale))
-    assert rows == [6] * STEPS
-    result = run(pipe, guidance_scale=guidance_scale)
+def test_without_guidance_there_are_no_unconditional_rows(cfg_pipe, guidance_scale):
+    pipe = cfg_pipe
+    methods = methods_for(pipe)
+    network = getattr(pipe, "unet", None) or pipe.transformer
+    rows = batch_sizes(network, lambda: run(pipe, guidance_scale=guidance_scale, methods=methods))
+    assert rows == [2 + len(methods)] * STEPS
+    result = run(pipe, guidance_scale=guidance_scale, methods=methods)
     assert close(result.prompt_1, stock(pipe, "lion", guidance_scale=guidance_scale))
-    at_1 = run(pipe, ratio=1.0, guidance_scale=guidance_scale)
-    for method in ALL:
+    at_1 = run(pipe, ratio=1.0, guidance_scale=guidance_scale, methods=methods)
+    for method in methods:
         assert close(at_1.blends[method], at_1.prompt_2), method
 
 
-def test_a_negative_prompt_changes_the_images_as_in_stock_diffusers(pipe):
-    without = run(pipe)
-    negative = run(pipe, negative_prompt="blurry")
+def test_a_negative_prompt_changes_the_images_as_in_stock_diffusers(cfg_pipe):
+    pipe = cfg_pipe
+    methods = methods_for(pipe)
+    without = run(pipe, methods=methods)
+    negative = run(pipe, negative_prompt="blurry", methods=methods)
     assert not close(without.prompt_1, negative.prompt_1, 1e-3)
-    for method in ALL:
+    for method in methods:
         assert not close(without.blends[method], negative.blends[method], 1e-3), method
-    assert close(negative.prompt_1, stock(pipe, "lion", negative_prompt="blurry"))
-    assert close(negative.prompt_2, stock(pipe, "cat", negative_prompt="blurry"))
+    guidance = {"guidance_scale": negative.settings["guidance_scale"]}
+    assert close(negative.prompt_1, stock(pipe, "lion", negative_prompt="blurry", **guidance))
+    assert close(negative.prompt_2, stock(pipe, "cat", negative_prompt="blurry", **guidance))
     assert negative.settings["negative_prompt"] == "blurry"
 
 

@@ -140,11 +140,11 @@ def test_load_pipeline_loads_an_sdxl_folder_and_refuses_pickles(sdxl_pipe, tmp_p
 
 
 def test_load_pipeline_names_a_pipeline_it_does_not_support(sdxl_pipe, tmp_path):
-    folder = tmp_path / "flux"
+    folder = tmp_path / "inpainting"
     sdxl_pipe.save_pretrained(folder, safe_serialization=True)
     index = json.loads((folder / "model_index.json").read_text())
-    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="FluxPipeline")))
-    with pytest.raises(ValueError, match="model: .* is a FluxPipeline; blending needs"):
+    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name="StableDiffusionXLInpaintPipeline")))
+    with pytest.raises(ValueError, match="model: .* is a StableDiffusionXLInpaintPipeline; blending needs"):
         load_pipeline(folder, device="cpu")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from blending.companion import status
 from blending.companion.figures import _drawn_by, main, regenerate
-from blending.sampling import library_versions
+from blending.settings import library_versions
 
 from .conftest import set_notebook_seed
 

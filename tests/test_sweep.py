@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from blending.cli import main
-from blending.experiments import sweep
-from blending.experiments.sweep import ExperimentError, experiment_from_dict, load_experiment, run_sweep
-from blending.sampling import MAX_SEED
+from blending.experiments import runner
+from blending.experiments.index import load
+from blending.experiments.runner import prepare_index, run_sweep
+from blending.experiments.schema import ExperimentError, comparisons, experiment_from_dict, load_experiment
+from blending.settings import MAX_SEED
 
 SMALL = {
     "model": "embedded",
@@ -50,7 +52,7 @@ def test_the_shipped_experiments_load():
     assert {p.category for p in paper.pairs} == set(categories)
     assert {p.source for p in paper.pairs} == {"authors", "ours"} and paper.generator_device == "auto"
     toy = load_experiment("toy")
-    assert toy.model == "embedded" and len(sweep.comparisons(toy)) == 6
+    assert toy.model == "embedded" and len(comparisons(toy)) == 6
 
 
 BAD = [
@@ -91,7 +93,7 @@ def test_a_sweep_indexes_every_image_and_a_rerun_redoes_nothing(sd1_pipe, tmp_pa
     out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
     indexed = rows(out)
     assert len(indexed) == 2 * 3 * 4  # pairs x seeds x (2 plain + 2 methods)
-    frame = sweep.load(out)
+    frame = load(out)
     assert set(frame.columns) >= {
         "comparison",
         "category",
@@ -122,7 +124,7 @@ def test_another_experiment_in_the_same_folder_is_refused_unless_forced(sd1_pipe
     with pytest.raises(ExperimentError, match="another experiment's images.*--force"):
         run_sweep(other, out, pipe=sd1_pipe, progress=False)
     run_sweep(other, out, pipe=sd1_pipe, progress=False, force=True)
-    assert set(sweep.load(out)["seed"]) == {5}
+    assert set(load(out)["seed"]) == {5}
 
 
 def test_untrusted_prompts_stay_text(sd1_pipe, tmp_path):
@@ -233,7 +235,7 @@ def test_scores_are_added_from_the_images_on_disk_also_after_a_sweep_without(sd1
         ).fetchall()
     assert len(scores) == 2 * 2 * len(experiment.methods)
     comparison, method, text_1, coverage = scores[0]
-    frame = sweep.load(out)
+    frame = load(out)
     own = frame[frame["comparison"] == comparison].set_index("image")
     pictures = {name: Image.open(out / own.loc[name, "path"]).convert("RGB") for name in own.index}
     result = BlendResult(
@@ -263,9 +265,9 @@ def _settings(out: Path) -> dict:
 
 
 def test_a_paper_sized_sweep_holds_at_most_12_images_per_batch_by_default(sd1_pipe, tmp_path):
-    from blending.bench import batch_sizes
+    from blending.testing.stock import batch_sizes
 
-    assert sweep.DEFAULT_MAX_BATCH_SIZE == 12
+    assert runner.DEFAULT_MAX_BATCH_SIZE == 12
     paper = load_experiment("paper")
     one_pair = {**SMALL, "methods": list(paper.methods), "seeds": list(paper.seeds), "num_inference_steps": 1}
     experiment = experiment_from_dict({**one_pair, "pairs": SMALL["pairs"][:1]})  # 60 images
@@ -377,7 +379,7 @@ def test_the_gallery_shows_categories_in_the_experiments_order_and_each_pairs_so
         {"prompt_1": "butter", "prompt_2": "fly", "category": "compound words"},
     ]
     experiment = experiment_from_dict(data)
-    assert [c.source for c in sweep.comparisons(experiment)] == ["authors", "ours", None]
+    assert [c.source for c in comparisons(experiment)] == ["authors", "ours", None]
     out = run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, progress=False)
     gallery = (out / "gallery.html").read_text()
     assert gallery.index("<h2>compound words") < gallery.index("<h2>concrete concepts")
@@ -416,7 +418,7 @@ def test_where_wal_cannot_be_set_the_sweep_goes_on_and_says_so(sd1_pipe, tmp_pat
 
 def test_a_failing_writer_stops_the_sweep_and_indexes_only_whole_comparisons(sd1_pipe, tmp_path, monkeypatch):
     written = []
-    original = sweep._write_png
+    original = runner._write_png
 
     def full_disk(image, path):
         if len(written) == 5:
@@ -424,7 +426,7 @@ def test_a_failing_writer_stops_the_sweep_and_indexes_only_whole_comparisons(sd1
         written.append(path)
         return original(image, path)
 
-    monkeypatch.setattr(sweep, "_write_png", full_disk)
+    monkeypatch.setattr(runner, "_write_png", full_disk)
     experiment = experiment_from_dict({**SMALL, "num_inference_steps": 1})
     with pytest.raises(OSError, match="No space left"):
         run_sweep(experiment, tmp_path / "run", pipe=sd1_pipe, max_batch_size=4, progress=False)
@@ -435,7 +437,7 @@ def test_two_processes_end_at_once_when_the_main_one_fails_before_the_barrier(tm
     """Another experiment's index in --out: the main process refuses it, and the other process
     must not wait for it at a barrier."""
     other = experiment_from_dict({**SMALL, "seeds": [7]})
-    sweep.prepare_index(tmp_path / "two", other)
+    prepare_index(tmp_path / "two", other)
     experiment = write(tmp_path, {**SMALL, "num_inference_steps": 1})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]

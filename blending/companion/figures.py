@@ -202,7 +202,7 @@ def regenerate(
     :class:`NotebooksFailed` is raised. With ``keep_other_models`` (``make book``), a notebook
     that another model drew (Stable Diffusion on a GPU, say) is kept as it is, and the log says so.
     """
-    from ..sampling import library_versions
+    from ..settings import library_versions
 
     paths = _notebook_paths(notebooks, only)
     if keep_other_models:
@@ -310,7 +310,7 @@ def check(
     """
     import papermill
 
-    from ..sampling import library_versions
+    from ..settings import library_versions
     from .fingerprint import TOLERANCE, cell_means, largest_change
 
     paths = _notebook_paths(notebooks, only)

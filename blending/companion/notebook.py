@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..families import family_of
 from ..loading import PAPER_MODEL, load_pipeline
-from ..sampling import BlendResult, blend
+from ..sampling import blend
+from ..settings import BlendResult
 
 __all__ = [
     "PAPER_PROMPTS",
@@ -79,7 +81,7 @@ def provenance(pipe, *, toy_world: bool = False, prompts: tuple[str, str] | None
     """
     from IPython.display import HTML
 
-    from ..sampling import library_versions
+    from ..settings import library_versions
 
     versions = ", ".join(f"{name} {version}" for name, version in library_versions().items())
     drawn_by = (
@@ -226,11 +228,10 @@ def denoising_frames(
         return tensors
 
     result = blend(pipe, prompt_1, prompt_2, (method,), callback_on_step_end=keep, **blend_kwargs)
-    frames = []
+    family = family_of(pipe)  # decoded as the family decodes (SDXL: float32, latents_mean and std)
+    size = (result.settings["height"], result.settings["width"])
     with torch.no_grad():
-        for latents in latents_per_step:
-            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-            frames.append(pipe.image_processor.postprocess(decoded, output_type="np")[0])
+        frames = [family.decode(pipe, latents, "np", size)[0] for latents in latents_per_step]
     return result, frames
 
 

@@ -183,7 +183,8 @@ def run_study(
     not to run (done before), and ``on_chunk(pair, swapped, records)``, if given, receives each
     chunk's records as soon as they are complete, so that a long study can resume.
     """
-    from ..sampling import BlendResult, blend_seeds
+    from ..sampling import blend_seeds
+    from ..settings import BlendResult
     from .readers import load_readers, read
 
     net = load_readers() if net is None else net
