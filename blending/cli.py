@@ -68,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ratio", type=float, default=0.5, help="weight of prompt 2, in [0, 1] (default 0.5)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--steps", type=int, default=25, dest="num_inference_steps")
-    run.add_argument("--guidance-scale", type=float, default=7.5)
+    run.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance (default 7.5, the paper's; SD3: 7.0); FLUX.1 dev: its distilled "
+        "guidance (default 3.5); FLUX.1 schnell takes none",
+    )
     run.add_argument("--height", type=int)
     run.add_argument("--width", type=int)
     run.add_argument("--negative-prompt")
@@ -82,9 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="embedded", help=f"'embedded', a Hub id such as {PAPER_MODEL}, or a folder")
     run.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    run.add_argument("--scheduler", default="UniPCMultistepScheduler")
+    run.add_argument(
+        "--scheduler",
+        help="a diffusers scheduler class (default: UniPCMultistepScheduler, the paper's, for SD 1.x/2.x and SDXL; "
+        "the checkpoint's own for SD3 and FLUX.1)",
+    )
     run.add_argument("--variant", help="weights variant, e.g. fp16 (SDXL base's half-size files)")
-    run.add_argument("--max-batch-size", type=int, help="the most images per U-Net call (default: all at once)")
+    run.add_argument(
+        "--max-batch-size", type=int, help="the most images per U-Net or transformer call (default: all at once)"
+    )
     run.add_argument(
         "--generator-device",
         default="cpu",
@@ -238,8 +249,10 @@ def _blend(args) -> int:
     check_settings(BlendSettings(args.prompt_1, args.prompt_2, tuple(args.methods), args.ratio, **settings))
     if not 0 <= args.seed <= MAX_SEED:
         raise InputError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed}")
-    device, dtype = resolve_device(args.device, None if args.dtype is None else getattr(torch, args.dtype))
+    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    device, _ = resolve_device(args.device, dtype)
     _make_out(args.out)
+    # without --dtype, load_pipeline picks the family's (bfloat16 for SD3 and FLUX.1 on cuda)
     pipe = load_pipeline(args.model, device=device, dtype=dtype, scheduler=args.scheduler, variant=args.variant)
     result = blend(pipe, args.prompt_1, args.prompt_2, args.methods, args.ratio, seed=args.seed, **settings)
     result.prompt_1.save(args.out / "prompt_1.png")
