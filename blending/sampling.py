@@ -160,20 +160,21 @@ def blend(
     """Blend two prompts with each of ``methods``, beside the two plain images.
 
     Args:
-        pipe: a ``StableDiffusionPipeline`` (SD 1.x/2.x) or ``StableDiffusionXLPipeline`` (SDXL)
-            (see :func:`blending.load_pipeline`); any scheduler that evaluates the U-Net once per
-            step.
+        pipe: a ``StableDiffusionPipeline`` (SD 1.x/2.x), ``StableDiffusionXLPipeline`` (SDXL),
+            ``StableDiffusion3Pipeline`` (SD3) or ``FluxPipeline`` (FLUX.1) (see
+            :func:`blending.load_pipeline`); any scheduler that evaluates the model once per step.
         prompt_1, prompt_2, methods, ratio: the comparison; see :class:`BlendSettings`.
         seed: seed of the ``torch.Generator`` on ``generator_device`` (the CPU by default) that
             draws the noise, as diffusers' pipelines draw it for one image; 0 when neither
             ``seed`` nor ``generator`` is given.
         generator: a ``torch.Generator`` to draw the noise with, instead of ``seed``.
-        latents: the initial noise itself, of shape ``1 x C x H/f x W/f``. The noise that
+        latents: the initial noise itself, in the shape the stock pipeline's ``latents`` takes
+            (``1 x C x H/f x W/f``; FLUX.1: packed, ``1 x tokens x 4C``). The noise that
             stochastic schedulers add at each step still comes from ``generator`` or ``seed``
             (0 by default), never from torch's global random state.
         progress: show a progress bar (the pipeline's, configured by
             ``pipe.set_progress_bar_config``).
-        callback_on_step_end: called after every U-Net call as diffusers calls it,
+        callback_on_step_end: called after every model call as diffusers calls it,
             ``callback(pipe, i, timestep, {"latents": latents})``, where ``latents`` holds one
             row per image (prompt 1, prompt 2, then the blends); a returned ``"latents"``
             replaces them. Needs the whole comparison in one batch.
@@ -183,7 +184,7 @@ def blend(
             :class:`BlendSettings`.
 
     Every image starts from the same initial noise and all of them are denoised together as one
-    batch: one U-Net evaluation per step covers the whole comparison, classifier-free guidance
+    batch: one model evaluation per step covers the whole comparison, classifier-free guidance
     included. Stochastic schedulers (Euler ancestral, DDPM, SDE solvers) add the same noise to
     every image of the comparison: the noise stock diffusers adds to its one image.
     """
@@ -219,7 +220,7 @@ def blend_seeds(
 
     Takes the keyword settings of :class:`BlendSettings`, as :func:`blend` does. Each seed's
     images are those ``blend(..., seed=seed)`` gives (to float tolerance): the batch only saves
-    U-Net calls. Mind the memory: without ``max_batch_size``, one batch holds
+    model calls. Mind the memory: without ``max_batch_size``, one batch holds
     ``len(seeds) * (2 + len(methods))`` images, twice as many U-Net rows under classifier-free
     guidance; with it, the comparisons run in batches of at most ``max_batch_size`` images.
     """

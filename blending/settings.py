@@ -90,9 +90,9 @@ class BlendSettings:
             ratios 0 and 1 stay exactly the plain images and 0.5 averages the two prompts';
             ``"prompt_1"`` or ``"prompt_2"`` gives it one prompt's at every ratio.
         output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``, as in diffusers.
-        max_batch_size: the most images denoised together in one U-Net call (and decoded in one
-            VAE call), before classifier-free guidance doubles the rows. ``None``: every image of
-            the call at once. Smaller batches run one after the other and give the same images
+        max_batch_size: the most images denoised together in one U-Net or transformer call,
+            before classifier-free guidance doubles the rows (the VAE decodes one image at a
+            time). ``None``: every image of the call at once. Smaller batches run one after the other and give the same images
             (to float tolerance) in less memory.
         generator_device: where the ``torch.Generator`` of each seed lives, and so which random
             numbers a seed gives: it draws the initial noise and the per-step noise of stochastic

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import blending
-from blending.companion.fingerprint import RECORD, TOLERANCE, cell_means, check, largest_change
+from blending.companion.fingerprint import RECORD, TOLERANCE, cell_means, largest_change, match_fingerprints
 
 PROMPTS = ("a large red circle", "a small blue star")
 SEEDS = [0, 1]
@@ -91,12 +91,12 @@ def test_a_flipped_or_shifted_picture_goes_over_the_tolerance(pictures, change):
 def test_check_records_then_names_every_picture_that_differs(pictures, tmp_path, monkeypatch):
     named = {f"grid/seed {seed}/{name}": image for (seed, name), image in pictures.items()}
     path = tmp_path / "fingerprints" / "chapter.json"
-    assert check(named, path).startswith("no fingerprints recorded at")
+    assert match_fingerprints(named, path).startswith("no fingerprints recorded at")
     monkeypatch.setenv(RECORD, "1")
-    recorded_line = check(named, path)
+    recorded_line = match_fingerprints(named, path)
     monkeypatch.delenv(RECORD)
     assert (
-        check(named, path)
+        match_fingerprints(named, path)
         == recorded_line
         == f"12 pictures match their recorded fingerprints (largest cell change <= {TOLERANCE})"
     )
@@ -105,7 +105,7 @@ def test_check_records_then_names_every_picture_that_differs(pictures, tmp_path,
     changed["grid/seed 1/unet"] = np.roll(named["grid/seed 1/unet"], 4, axis=0)
     del changed["grid/seed 0/textual"]
     changed["grid/seed 2/textual"] = named["grid/seed 0/textual"]
-    line = check(changed, path)
+    line = match_fingerprints(changed, path)
     assert line.startswith("4 of 12 pictures differ from their recorded fingerprints")
     for name in (
         "grid/seed 0/switch (0.",

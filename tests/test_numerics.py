@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from blending.companion import numerics
-from blending.companion.fingerprint import TOLERANCE, cell_means, check, largest_change
+from blending.companion.fingerprint import TOLERANCE, cell_means, largest_change, match_fingerprints
 
 # seed 561's ALTERNATE blend is the picture that moved past the tolerance on another CPU
 DRAW = """
@@ -128,11 +128,11 @@ def test_a_mismatch_says_where_the_pictures_were_drawn_and_checked(tmp_path):
     image = np.zeros((16, 16, 3))
     recorded = {"grid": 8, "numeric_path": "x86_64, AVX512", "cell_means": {"a": cell_means(image).tolist()}}
     path.write_text(json.dumps(recorded))
-    line = check({"a": image + 0.5}, path)
+    line = match_fingerprints({"a": image + 0.5}, path)
     assert line.startswith("1 of 1 pictures differ from their recorded fingerprints (largest cell change): a (0.50)")
     assert f"drawn on x86_64, AVX512, checked on {numerics.numeric_path()}" in line
     assert line.endswith("python -m blending.companion.figures redraws them")
-    assert check({"a": image}, path).startswith("1 pictures match")
+    assert match_fingerprints({"a": image}, path).startswith("1 pictures match")
 
 
 def test_the_numeric_path_names_what_pytorch_runs(monkeypatch):

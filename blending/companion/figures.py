@@ -293,7 +293,7 @@ def _psnr(committed, regenerated) -> float | None:
     return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
-def check(
+def verify(
     model: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.check:
-            rows = check(args.model, args.device, args.dtype, args.notebooks, args.only)
+            rows = verify(args.model, args.device, args.dtype, args.notebooks, args.only)
         else:
             manifest = regenerate(
                 args.model or "embedded", args.device, args.dtype, args.notebooks, args.only, args.keep_other_models

@@ -68,7 +68,7 @@ def largest_change(reference, image) -> float:
     return float(np.abs(np.asarray(reference, dtype=np.float64) - cell_means(image)).max())
 
 
-def check(images: Mapping[str, Any], path: str | os.PathLike) -> str:
+def match_fingerprints(images: Mapping[str, Any], path: str | os.PathLike) -> str:
     """One line saying whether ``images`` (named ``figure/panel``) match the fingerprints at ``path``.
 
     With the environment variable :data:`RECORD` set to 1, the fingerprints are recorded at

@@ -210,11 +210,11 @@ def check_pictures(images: dict, chapter: str) -> str:
     """The line a chapter prints for nbval: do its pictures match their recorded fingerprints?
 
     The fingerprints live in ``fingerprints/<chapter>.json`` beside the notebooks; see
-    :func:`blending.companion.fingerprint.check`.
+    :func:`blending.companion.fingerprint.match_fingerprints`.
     """
-    from .fingerprint import check
+    from .fingerprint import match_fingerprints
 
-    return check(images, Path("fingerprints") / f"{chapter}.json")
+    return match_fingerprints(images, Path("fingerprints") / f"{chapter}.json")
 
 
 def denoising_frames(
