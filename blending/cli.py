@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("prompt_1")
     run.add_argument("prompt_2")
-    run.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    run.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        help="default: every method the model's family defines (all four; SD3 and FLUX.1: all but unet)",
+    )
     run.add_argument("--ratio", type=float, default=0.5, help="weight of prompt 2, in [0, 1] (default 0.5)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--steps", type=int, default=25, dest="num_inference_steps")
@@ -229,6 +234,7 @@ def _blend(args) -> int:
     import torch
 
     from .loading import load_pipeline, resolve_device
+    from .methods import METHODS
     from .plot import triptych
     from .sampling import blend
     from .settings import MAX_SEED, BlendSettings, check_settings
@@ -246,7 +252,8 @@ def _blend(args) -> int:
         "generator_device": args.generator_device,
     }
     # every argument, before a model (gigabytes, for Stable Diffusion) is loaded
-    check_settings(BlendSettings(args.prompt_1, args.prompt_2, tuple(args.methods), args.ratio, **settings))
+    methods = tuple(args.methods or METHODS)  # the family's, once the model is loaded
+    check_settings(BlendSettings(args.prompt_1, args.prompt_2, methods, args.ratio, **settings))
     if not 0 <= args.seed <= MAX_SEED:
         raise InputError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed}")
     dtype = None if args.dtype is None else getattr(torch, args.dtype)

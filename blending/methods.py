@@ -27,6 +27,7 @@ __all__ = [
     "alternate",
     "default_switch_step",
     "plain",
+    "schedule_of",
     "switch",
     "textual",
     "unet",
@@ -173,3 +174,23 @@ METHODS: dict[str, MethodFn] = {
     "unet": unet,
     "alternate": alternate,
 }
+
+
+def schedule_of(
+    method: str,
+    ratio: float,
+    num_inference_steps: int,
+    layout: CrossAttentionLayout | None,
+    *,
+    switch_step: int | None = None,
+    unet_pooled: str = "ratio",
+) -> Schedule:
+    """The schedule of ``method`` with its own options: SWITCH's ``switch_step`` and UNET's
+    ``unet_pooled`` (see :class:`~blending.settings.BlendSettings`); the others take none."""
+    schedule = METHODS[method](ratio, num_inference_steps, layout, switch_step)
+    if method == "unet" and unet_pooled != "ratio":
+        # a pooled embedding reaches every block through the time embedding, so UNET cannot split
+        # it between the U-Net's halves: one prompt's at every step
+        weight = 0.0 if unet_pooled == "prompt_1" else 1.0
+        schedule = Schedule(schedule.step_weights, schedule.layer_weights, (weight,) * num_inference_steps)
+    return schedule

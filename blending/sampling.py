@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .errors import InputError
 from .families import Family, family_of
 from .families.base import Guidance
-from .methods import METHODS, CrossAttentionLayout, Schedule, default_switch_step, plain
+from .methods import METHODS, CrossAttentionLayout, Schedule, default_switch_step, plain, schedule_of
 from .settings import (
     BlendResult,
     BlendSettings,
@@ -135,6 +135,12 @@ def check_inputs(
     return family, guidance
 
 
+def _methods_of(pipe) -> tuple[str, ...]:
+    """Every method the family of ``pipe`` defines, in the paper's order."""
+    family = family_of(pipe)
+    return tuple(m for m in METHODS if m not in family.undefined_methods)
+
+
 def _size(pipe, family: Family, settings: BlendSettings) -> tuple[int, int]:
     """The images' height and width: the settings', else the stock pipeline's default."""
     height, width = family.default_size(pipe)
@@ -147,7 +153,7 @@ def blend(
     pipe,
     prompt_1: str,
     prompt_2: str,
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] | None = None,
     ratio: float = 0.5,
     *,
     seed: int | None = None,
@@ -164,6 +170,8 @@ def blend(
             ``StableDiffusion3Pipeline`` (SD3) or ``FluxPipeline`` (FLUX.1) (see
             :func:`blending.load_pipeline`); any scheduler that evaluates the model once per step.
         prompt_1, prompt_2, methods, ratio: the comparison; see :class:`BlendSettings`.
+            ``methods`` defaults to every method the pipeline's family defines: all four on
+            SD 1.x/2.x and SDXL, all but UNET on SD3 and FLUX.1.
         seed: seed of the ``torch.Generator`` on ``generator_device`` (the CPU by default) that
             draws the noise, as diffusers' pipelines draw it for one image; 0 when neither
             ``seed`` nor ``generator`` is given.
@@ -189,6 +197,7 @@ def blend(
     every image of the comparison: the noise stock diffusers adds to its one image.
     """
     # 1. Check inputs, before any work
+    methods = _methods_of(pipe) if methods is None else methods
     blend_settings = settings_from_call("blend", prompt_1, prompt_2, methods, ratio, settings)
     family, guidance = check_inputs(pipe, blend_settings, seed, generator, latents, callback_on_step_end)
     blend_settings = replace(blend_settings, methods=tuple(methods))
@@ -209,7 +218,7 @@ def blend_seeds(
     pipe,
     prompt_1: str,
     prompt_2: str,
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] | None = None,
     ratio: float = 0.5,
     *,
     seeds: Sequence[int],
@@ -226,6 +235,7 @@ def blend_seeds(
     """
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise InputError(f"seeds must be a non-empty sequence of integers, got {seeds!r}")
+    methods = _methods_of(pipe) if methods is None else methods
     blend_settings = settings_from_call("blend_seeds", prompt_1, prompt_2, methods, ratio, settings)
     for seed in seeds:
         check_seed(seed)
@@ -254,12 +264,11 @@ def _schedules(settings: BlendSettings, layout: CrossAttentionLayout | None) -> 
         switch_step = default_switch_step(s.ratio, s.num_inference_steps)
     schedules = [plain(0.0, s.num_inference_steps), plain(1.0, s.num_inference_steps)]
     for method in s.methods:
-        schedule = METHODS[method](s.ratio, s.num_inference_steps, layout, switch_step)
-        if method == "unet" and s.unet_pooled != "ratio":
-            # SDXL's pooled embedding, which UNET cannot split between the U-Net's halves
-            weight = 0.0 if s.unet_pooled == "prompt_1" else 1.0
-            schedule = replace(schedule, pooled_weights=(weight,) * s.num_inference_steps)
-        schedules.append(schedule)
+        schedules.append(
+            schedule_of(
+                method, s.ratio, s.num_inference_steps, layout, switch_step=switch_step, unet_pooled=s.unet_pooled
+            )
+        )
     return schedules, switch_step
 
 

@@ -159,3 +159,11 @@ def test_batches_of_any_size_give_the_same_images(flow_pipe):
     batched = run(flow_pipe, methods=("textual", "switch", "alternate"), max_batch_size=2)
     for method in ("textual", "switch", "alternate"):
         assert close(whole.blends[method], batched.blends[method]), method
+
+
+def test_without_methods_every_method_the_family_defines_runs(flow_pipe, sd1_pipe):
+    from blending import blend
+
+    kwargs = {"seed": 1, "num_inference_steps": 2, "output_type": "latent", "progress": False}
+    assert list(blend(flow_pipe, "lion", "cat", **kwargs).blends) == ["textual", "switch", "alternate"]
+    assert list(blend(sd1_pipe, "lion", "cat", **kwargs).blends) == ["textual", "switch", "unet", "alternate"]

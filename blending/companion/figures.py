@@ -30,7 +30,7 @@ from pathlib import Path
 from . import numerics, status
 from .fingerprint import RECORD
 
-__all__ = ["NotebooksFailed", "check", "main", "regenerate"]
+__all__ = ["NotebooksFailed", "main", "regenerate", "verify"]
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GRID", "RECORD", "REPORT", "TOLERANCE", "cell_means", "check", "largest_change"]
+__all__ = ["GRID", "RECORD", "REPORT", "TOLERANCE", "cell_means", "largest_change", "match_fingerprints"]
 
 #: Cells per side of the grid.
 GRID = 8

@@ -114,6 +114,8 @@ class Family(abc.ABC):
     pipeline_class: str
     #: What its denoising network is called, for messages.
     network_name: str = "transformer"
+    #: The methods not defined on the family's network (see :meth:`unsupported`).
+    undefined_methods: tuple[str, ...] = ()
 
     # -- Checks ------------------------------------------------------------------------------
 

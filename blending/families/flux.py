@@ -33,6 +33,7 @@ class Flux(Family):
 
     name = "FLUX.1"
     pipeline_class = "FluxPipeline"
+    undefined_methods = ("unet",)
 
     def network(self, pipe) -> torch.nn.Module:
         return pipe.transformer
@@ -48,7 +49,7 @@ class Flux(Family):
         return Guidance(FLUX_DEV_GUIDANCE if guidance_scale is None else float(guidance_scale), "distilled")
 
     def unsupported(self, pipe, settings) -> str | None:
-        if "unet" in settings.methods:
+        if any(m in self.undefined_methods for m in settings.methods):
             return UNET_UNDEFINED.format(family=self.name)
         if settings.unet_pooled != "ratio":
             return "unet_pooled: only UNET uses it, and UNET is not defined on FLUX.1"

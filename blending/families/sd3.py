@@ -28,6 +28,7 @@ class StableDiffusion3(Family):
 
     name = "SD3"
     pipeline_class = "StableDiffusion3Pipeline"
+    undefined_methods = ("unet",)
 
     def network(self, pipe) -> torch.nn.Module:
         return pipe.transformer
@@ -37,7 +38,7 @@ class StableDiffusion3(Family):
         return Guidance(scale, "classifier-free")
 
     def unsupported(self, pipe, settings) -> str | None:
-        if "unet" in settings.methods:
+        if any(m in self.undefined_methods for m in settings.methods):
             return UNET_UNDEFINED.format(family=self.name)
         if settings.unet_pooled != "ratio":
             return "unet_pooled: only UNET uses it, and UNET is not defined on SD3"
