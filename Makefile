@@ -44,9 +44,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet $(if $(LOCK),-c $(LOCK)) -e ".[test]"
 	touch $@
 
-# The unit tests with the oldest supported versions (constraints/oldest.txt), torch included.
+# The unit tests with the oldest supported versions (constraints/oldest.txt), torch included; the
+# slow ones test the companion's own machinery, which make check runs with the locked versions.
 check-oldest: $(OLDEST_VENV)/.installed
-	$(OLDEST_VENV)/bin/python -m pytest tests --ignore=tests/site -p no:cacheprovider
+	$(OLDEST_VENV)/bin/python -m pytest tests --ignore=tests/site -m "not slow" -p no:cacheprovider
 
 $(OLDEST_VENV)/.installed: pyproject.toml constraints/oldest.txt
 	rm -rf $(OLDEST_VENV)

@@ -144,9 +144,8 @@ def test_flux_refuses_what_it_cannot_do(flux_pipe, flux_schnell_pipe):
 def test_flux_takes_the_stock_pipelines_packed_latents(flux_pipe):
     by_seed = run(flux_pipe, methods=("switch",), seed=4)
     channels = flux_pipe.transformer.config.in_channels
-    noise = flux_pipe.prepare_latents(1, channels // 4, 32, 32, torch.float32, "cpu", torch.Generator().manual_seed(4))[
-        0
-    ]
+    generator = torch.Generator().manual_seed(4)
+    noise = flux_pipe.prepare_latents(1, channels // 4, 32, 32, torch.float32, torch.device("cpu"), generator)[0]
     assert tuple(noise.shape) == (1, 64, channels)  # 32x32 pixels: 8x8 tokens of 2x2 latent patches
     by_latents = run(flux_pipe, methods=("switch",), seed=4, latents=noise)
     assert close(by_seed.blends["switch"], by_latents.blends["switch"], 0)

@@ -54,6 +54,7 @@ def pinned_pictures(tmp_path_factory):
     return draw(tmp_path_factory.mktemp("pinned"), "reference", True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "level",
     [
@@ -79,6 +80,7 @@ def test_the_pinned_paths_draw_the_same_bits_at_every_level(tmp_path, pinned_pic
         assert np.array_equal(images[name], reference[name]), name
 
 
+@pytest.mark.slow
 def test_pinning_is_what_makes_them_equal(tmp_path, pinned_pictures):
     """Without the pins, the same CPU at the SSE level (another rounding altogether) draws other bits:
     the test above would catch a pin that did nothing."""

@@ -200,6 +200,7 @@ def test_every_source_has_an_interval():
             assert 0 <= low <= share.fractions[source] <= high <= 1
 
 
+@pytest.mark.slow
 def test_the_study_command_resumes_after_an_interruption(tmp_path, monkeypatch, caplog):
     import json
 

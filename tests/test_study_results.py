@@ -31,6 +31,7 @@ def test_the_committed_study_has_the_design_the_chapter_describes(committed):
     assert {"text_1", "coverage", "balance"} <= set(committed[0])
 
 
+@pytest.mark.slow
 def test_a_slice_of_the_committed_study_reproduces(committed):
     """Two seeds of every cell, drawn, read and scored again: the same readings, and CLIP scores
     within compare_records' tolerance (which the oldest supported versions need)."""

@@ -145,6 +145,7 @@ def _cli(*args):
     return [sys.executable, "-m", "blending", "sweep", *map(str, args)]
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
     experiment = write(tmp_path, {**SMALL, "num_inference_steps": 4})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -197,6 +198,7 @@ def test_gallery_on_demand_and_errors_before_any_model(tmp_path, capsys, sd1_pip
     assert "--out: cannot create" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_processes_shard_the_comparisons_and_give_the_one_process_images(tmp_path):
     """accelerate launch with two processes on the CPU (over gloo; accelerate's --cpu alone
     starts one process): each runs every other chunk, into one index."""

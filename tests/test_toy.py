@@ -64,6 +64,7 @@ def test_readers_are_at_least_98_percent_accurate_on_the_worlds_pictures(readers
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+@pytest.mark.slow
 def test_the_shipped_model_draws_held_out_prompts_with_their_shape_and_colour(embedded, readers):
     measured = evaluate(embedded, readers, samples_per_prompt=40, seed=0)
     assert measured["samples"] == 200
@@ -78,6 +79,7 @@ def test_the_embedded_model_is_small_enough_to_ship():
     assert size <= 20_000_000, size
 
 
+@pytest.mark.slow
 def test_training_runs_end_to_end_and_resumes(tmp_path, caplog):
     def arguments(vae_steps):
         return [

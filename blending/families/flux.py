@@ -69,6 +69,9 @@ class Flux(Family):
         embeds, pooled, text_ids = pipe.encode_prompt(
             prompt=[settings.prompt_1, settings.prompt_2], prompt_2=None, device=device, num_images_per_prompt=1
         )
+        # the text tokens' positions, the same for every row: diffusers before 0.31 gives them a
+        # batch dimension (one row each, broadcast), later versions none
+        text_ids = text_ids[:1] if text_ids.dim() == 3 else text_ids
         return Conditioning(embeds[:1], embeds[1:], None, pooled[:1], pooled[1:], None, {"txt_ids": text_ids})
 
     def _channels(self, pipe) -> int:
