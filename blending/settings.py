@@ -71,7 +71,8 @@ class BlendSettings:
 
     Attributes:
         prompt_1, prompt_2: the two concepts, e.g. ``"lion"`` and ``"cat"``.
-        methods: names from :data:`blending.METHODS`, in the order wanted in the result.
+        methods: names from :data:`blending.METHODS`, in the order wanted in the result; ``None``
+            (default): every method the pipeline's family defines (SD3 and FLUX.1: all but UNET).
         ratio: the weight of prompt 2 for every method, in [0, 1]. 0 gives exactly prompt 1's
             image, 1 exactly prompt 2's; 0.5 is the paper's setting.
         num_inference_steps, height, width, negative_prompt: as in diffusers' pipelines; the
@@ -104,7 +105,7 @@ class BlendSettings:
 
     prompt_1: str
     prompt_2: str
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] | None = None
     ratio: float = 0.5
     num_inference_steps: int = 25
     guidance_scale: float | None = None
@@ -158,15 +159,17 @@ def check_settings(settings: BlendSettings) -> None:
             raise InputError(f"{name} must be a string, got {type(prompt).__name__}")
     if s.negative_prompt is not None and not isinstance(s.negative_prompt, str):
         raise InputError(f"negative_prompt must be a string or None, got {type(s.negative_prompt).__name__}")
-    if isinstance(s.methods, str) or not isinstance(s.methods, Sequence):
-        raise InputError(f"methods must be a sequence of method names such as ('switch',), got {s.methods!r}")
-    if len(s.methods) == 0:
+    # None: the family's methods, all of which these checks allow
+    methods = tuple(METHODS) if s.methods is None else s.methods
+    if isinstance(methods, str) or not isinstance(methods, Sequence):
+        raise InputError(f"methods must be a sequence of method names such as ('switch',), got {methods!r}")
+    if len(methods) == 0:
         raise InputError(f"methods must name at least one of {list(METHODS)}")
-    unknown = [m for m in s.methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InputError(f"methods: unknown method {unknown[0]!r}; choose from {list(METHODS)}")
-    if len(set(s.methods)) != len(s.methods):
-        raise InputError(f"methods must not repeat a method, got {list(s.methods)}")
+    if len(set(methods)) != len(methods):
+        raise InputError(f"methods must not repeat a method, got {list(methods)}")
     if isinstance(s.ratio, bool) or not isinstance(s.ratio, numbers.Real) or not 0 <= s.ratio <= 1:
         raise InputError(f"ratio must be a number in [0, 1], got {s.ratio!r}")
     steps = s.num_inference_steps
@@ -177,7 +180,7 @@ def check_settings(settings: BlendSettings) -> None:
     ):
         raise InputError(f"guidance_scale must be a number or None, got {s.guidance_scale!r}")
     if s.switch_step is not None:
-        if "switch" not in s.methods:
+        if "switch" not in methods:
             raise InputError("switch_step is only used by the 'switch' method, which methods does not include")
         if (
             isinstance(s.switch_step, bool)
@@ -189,7 +192,7 @@ def check_settings(settings: BlendSettings) -> None:
             )
     if s.unet_pooled not in UNET_POOLED:
         raise InputError(f"unet_pooled must be one of {list(UNET_POOLED)}, got {s.unet_pooled!r}")
-    if s.unet_pooled != "ratio" and "unet" not in s.methods:
+    if s.unet_pooled != "ratio" and "unet" not in methods:
         raise InputError("unet_pooled is only used by the 'unet' method, which methods does not include")
     for name, size in (("height", s.height), ("width", s.width)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0):
