@@ -99,10 +99,16 @@ class RowWeights:
         self.tokens = torch.tensor(token_rows, dtype=dtype, device=device).T
         self.pooled = torch.tensor(pooled_rows, dtype=dtype, device=device).T
         self._key = [tuple(r[k] for r in token_rows + pooled_rows) for k in range(len(token_rows[0]))]
+        self._built_at: int | None = None
+        self._built: dict | None = None
 
-    def same(self, step: int, other: int | None) -> bool:
-        """Whether steps ``step`` and ``other`` condition every row alike."""
-        return other is not None and self._key[step] == self._key[other]
+    def inputs_at(self, step: int, build: Callable[[torch.Tensor, torch.Tensor], dict]) -> dict:
+        """``build(token_weights, pooled_weights)`` at ``step``: the model's conditioning keywords,
+        built again only when a step's weights differ from the last step's."""
+        if self._built_at is None or self._key[step] != self._key[self._built_at]:
+            self._built = build(self.tokens[step], self.pooled[step])
+        self._built_at = step
+        return self._built
 
 
 class Family(abc.ABC):

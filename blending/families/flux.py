@@ -19,8 +19,8 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 
 from ..errors import InputError
 from ..methods import CrossAttentionLayout, Schedule
-from .base import Conditioning, Denoiser, Family, Guidance, RowWeights
-from .transformer import UNET_UNDEFINED, calculate_shift
+from .base import Conditioning, Denoiser, Guidance, RowWeights
+from .transformer import TransformerFamily, calculate_shift
 
 __all__ = ["Flux"]
 
@@ -28,15 +28,11 @@ __all__ = ["Flux"]
 FLUX_DEV_GUIDANCE = 3.5
 
 
-class Flux(Family):
+class Flux(TransformerFamily):
     """``FluxPipeline``: FLUX.1 dev (guidance-distilled) and schnell (no guidance), text to image."""
 
     name = "FLUX.1"
     pipeline_class = "FluxPipeline"
-    undefined_methods = ("unet",)
-
-    def network(self, pipe) -> torch.nn.Module:
-        return pipe.transformer
 
     def guidance(self, pipe, guidance_scale: float | None) -> Guidance:
         if not pipe.transformer.config.guidance_embeds:
@@ -49,13 +45,9 @@ class Flux(Family):
         return Guidance(FLUX_DEV_GUIDANCE if guidance_scale is None else float(guidance_scale), "distilled")
 
     def unsupported(self, pipe, settings) -> str | None:
-        if any(m in self.undefined_methods for m in settings.methods):
-            return UNET_UNDEFINED.format(family=self.name)
-        if settings.unet_pooled != "ratio":
-            return "unet_pooled: only UNET uses it, and UNET is not defined on FLUX.1"
         if settings.negative_prompt is not None:
             return "negative_prompt: FLUX.1 has no unconditional rows, so no negative prompt"
-        return None
+        return super().unsupported(pipe, settings)
 
     def size_multiple(self, pipe) -> int:
         return self._patch_pixels(pipe)
@@ -115,22 +107,16 @@ class Flux(Family):
         distilled = None
         if guidance.kind == "distilled":
             distilled = torch.full([1], guidance.scale, device=device, dtype=torch.float32).expand(rows)
-        cached = {"step": None, "inputs": None}
 
         def denoise(latents: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
-            if not weights.same(step, cached["step"]):
-                cached["inputs"] = {
-                    "encoder_hidden_states": conditioning.token_states(weights.tokens[step]),
-                    "pooled_projections": conditioning.pooled(weights.pooled[step]),
-                }
-            cached["step"] = step
+            inputs = weights.inputs_at(step, lambda tokens, pooled: self.text_inputs(conditioning, tokens, pooled))
             return pipe.transformer(
                 hidden_states=latents,
                 timestep=t.expand(rows).to(latents.dtype) / 1000,
                 guidance=distilled,
                 txt_ids=conditioning.extras["txt_ids"],
                 img_ids=image_ids,
-                **cached["inputs"],
+                **inputs,
                 return_dict=False,
             )[0]
 

@@ -14,8 +14,8 @@ import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
 from ..methods import CrossAttentionLayout, Schedule
-from .base import Conditioning, Denoiser, Family, Guidance, RowWeights
-from .transformer import UNET_UNDEFINED, calculate_shift
+from .base import Conditioning, Denoiser, Guidance, RowWeights
+from .transformer import TransformerFamily, calculate_shift
 
 __all__ = ["StableDiffusion3"]
 
@@ -23,26 +23,15 @@ __all__ = ["StableDiffusion3"]
 SD3_GUIDANCE_SCALE = 7.0
 
 
-class StableDiffusion3(Family):
+class StableDiffusion3(TransformerFamily):
     """``StableDiffusion3Pipeline``: SD3 and SD3.5, text to image."""
 
     name = "SD3"
     pipeline_class = "StableDiffusion3Pipeline"
-    undefined_methods = ("unet",)
-
-    def network(self, pipe) -> torch.nn.Module:
-        return pipe.transformer
 
     def guidance(self, pipe, guidance_scale: float | None) -> Guidance:
         scale = SD3_GUIDANCE_SCALE if guidance_scale is None else float(guidance_scale)
         return Guidance(scale, "classifier-free")
-
-    def unsupported(self, pipe, settings) -> str | None:
-        if any(m in self.undefined_methods for m in settings.methods):
-            return UNET_UNDEFINED.format(family=self.name)
-        if settings.unet_pooled != "ratio":
-            return "unet_pooled: only UNET uses it, and UNET is not defined on SD3"
-        return None
 
     def size_multiple(self, pipe) -> int:
         return pipe.vae_scale_factor * pipe.transformer.config.patch_size
@@ -97,21 +86,12 @@ class StableDiffusion3(Family):
         size: tuple[int, int],
     ) -> Iterator[Denoiser]:
         weights = RowWeights(schedules, conditioning.dtype, conditioning.embeds_1.device)
-        cached = {"step": None, "inputs": None}
 
         def denoise(latents: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
-            if not weights.same(step, cached["step"]):
-                cached["inputs"] = {
-                    "encoder_hidden_states": conditioning.token_states(weights.tokens[step]),
-                    "pooled_projections": conditioning.pooled(weights.pooled[step]),
-                }
-            cached["step"] = step
+            inputs = weights.inputs_at(step, lambda tokens, pooled: self.text_inputs(conditioning, tokens, pooled))
             model_input = torch.cat([latents] * 2) if conditioning.guided else latents
             prediction = pipe.transformer(
-                hidden_states=model_input,
-                timestep=t.expand(model_input.shape[0]),
-                **cached["inputs"],
-                return_dict=False,
+                hidden_states=model_input, timestep=t.expand(model_input.shape[0]), **inputs, return_dict=False
             )[0]
             if conditioning.guided:
                 unconditional, text = prediction.chunk(2)

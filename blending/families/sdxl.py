@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Conditioning, Guidance, RowWeights
+from .base import Conditioning, Guidance
 from .unet import UNetFamily
 
 __all__ = ["StableDiffusionXL"]
@@ -45,11 +45,13 @@ class StableDiffusionXL(UNetFamily):
             {"time_ids": time_ids.to(device)},
         )
 
-    def unet_inputs(self, conditioning: Conditioning, weights: RowWeights, step: int) -> dict:
-        pooled = conditioning.pooled(weights.pooled[step])
+    def unet_inputs(
+        self, conditioning: Conditioning, token_weights: torch.Tensor, pooled_weights: torch.Tensor
+    ) -> dict:
+        pooled = conditioning.pooled(pooled_weights)
         time_ids = conditioning.extras["time_ids"].expand(len(pooled), -1)
         return {
-            "encoder_hidden_states": conditioning.token_states(weights.tokens[step]),
+            "encoder_hidden_states": conditioning.token_states(token_weights),
             "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
         }
 

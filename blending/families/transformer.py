@@ -1,6 +1,11 @@
-"""What the transformer families (SD3, FLUX) share: flow-matching timesteps and why UNET is refused."""
+"""What the transformer families (SD3, FLUX.1) share: the transformer, flow-matching shifts, and
+why UNET is refused on them."""
 
 from __future__ import annotations
+
+import torch
+
+from .base import Conditioning, Family
 
 #: Why UNET is refused on a transformer, in the words of the error.
 UNET_UNDEFINED = (
@@ -21,3 +26,28 @@ def calculate_shift(image_seq_len: int, scheduler_config) -> float:
         scheduler_config.get("base_shift", 0.5),
         scheduler_config.get("max_shift", 1.15),
     )
+
+
+class TransformerFamily(Family):
+    """A family whose denoising network is a text-to-image transformer (``pipe.transformer``), on
+    which UNET is not defined."""
+
+    undefined_methods = ("unet",)
+
+    def network(self, pipe) -> torch.nn.Module:
+        return pipe.transformer
+
+    def unsupported(self, pipe, settings) -> str | None:
+        if settings.methods is not None and any(m in self.undefined_methods for m in settings.methods):
+            return UNET_UNDEFINED.format(family=self.name)
+        if settings.unet_pooled != "ratio":
+            return f"unet_pooled: only UNET uses it, and UNET is not defined on {self.name}"
+        return None
+
+    @staticmethod
+    def text_inputs(conditioning: Conditioning, token_weights: torch.Tensor, pooled_weights: torch.Tensor) -> dict:
+        """The transformer's text keywords for rows weighing prompt 2 as given (unconditional rows first)."""
+        return {
+            "encoder_hidden_states": conditioning.token_states(token_weights),
+            "pooled_projections": conditioning.pooled(pooled_weights),
+        }

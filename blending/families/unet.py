@@ -79,9 +79,11 @@ class UNetFamily(Family):
     def timesteps(self, pipe, num_inference_steps: int, size: tuple[int, int], device) -> torch.Tensor:
         return retrieve_timesteps(pipe.scheduler, num_inference_steps, device)[0]
 
-    def unet_inputs(self, conditioning: Conditioning, weights: RowWeights, step: int) -> dict:
-        """The U-Net's conditioning keywords for a batch at ``step`` (unconditional rows first)."""
-        return {"encoder_hidden_states": conditioning.token_states(weights.tokens[step])}
+    def unet_inputs(
+        self, conditioning: Conditioning, token_weights: torch.Tensor, pooled_weights: torch.Tensor
+    ) -> dict:
+        """The U-Net's conditioning keywords for rows weighing prompt 2 as given (unconditional rows first)."""
+        return {"encoder_hidden_states": conditioning.token_states(token_weights)}
 
     @contextlib.contextmanager
     def denoiser(
@@ -98,15 +100,12 @@ class UNetFamily(Family):
         replacements = layer_replacements(
             schedules, layout, conditioning.embeds_1, conditioning.embeds_2, first_conditional_row
         )
-        cached = {"step": None, "inputs": None}
 
         def denoise(latents: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
-            if not weights.same(step, cached["step"]):
-                cached["inputs"] = self.unet_inputs(conditioning, weights, step)
-            cached["step"] = step
+            inputs = weights.inputs_at(step, lambda tokens, pooled: self.unet_inputs(conditioning, tokens, pooled))
             model_input = torch.cat([latents] * 2) if conditioning.guided else latents
             model_input = pipe.scheduler.scale_model_input(model_input, t)
-            prediction = pipe.unet(model_input, t, **cached["inputs"], return_dict=False)[0]
+            prediction = pipe.unet(model_input, t, **inputs, return_dict=False)[0]
             if conditioning.guided:
                 unconditional, text = prediction.chunk(2)
                 prediction = unconditional + guidance.scale * (text - unconditional)
