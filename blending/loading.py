@@ -30,24 +30,6 @@ EMBEDDED_PATH = Path(__file__).parent / "models" / "embedded"
 #: The checkpoint the paper uses.
 PAPER_MODEL = "CompVis/stable-diffusion-v1-4"
 
-# The pipelines load_pipeline loads, by model_index.json's _class_name, with the components that
-# hold weights (and so must come as safetensors) and the keywords that leave the rest out.
-_PIPELINES = {
-    "StableDiffusionPipeline": (
-        ("unet", "vae", "text_encoder"),
-        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
-    ),
-    "StableDiffusionXLPipeline": (("unet", "vae", "text_encoder", "text_encoder_2"), {}),
-    "StableDiffusion3Pipeline": (("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"), {}),
-    "FluxPipeline": (("transformer", "vae", "text_encoder", "text_encoder_2"), {}),
-}
-#: The scheduler each pipeline gets by default: the paper's UniPC on the U-Net families; the
-#: transformers are flow-matching models and keep the checkpoint's own scheduler.
-PAPER_SCHEDULER = "UniPCMultistepScheduler"
-_DEFAULT_SCHEDULERS = {"StableDiffusionPipeline": PAPER_SCHEDULER, "StableDiffusionXLPipeline": PAPER_SCHEDULER}
-# float16 overflows in FLUX's and SD3's transformers; the diffusers documentation loads them in bfloat16
-_CUDA_BFLOAT16 = ("StableDiffusion3Pipeline", "FluxPipeline")
-
 
 class ModelUnavailableError(OSError):
     """The model is neither on this machine nor downloadable now."""
@@ -137,24 +119,25 @@ def check_safetensors(folder: Path, model: str, component: str | None = None) ->
         )
 
 
-def _pipeline_class(folder: Path, model: str) -> str:
-    """The pipeline class that ``folder`` (a diffusers layout) declares; an ``InputError`` naming
-    ``model`` unless blending supports it and its weights are safetensors."""
+def _family_of_folder(folder: Path, model: str):
+    """The family of the pipeline that ``folder`` (a diffusers layout) declares; an ``InputError``
+    naming ``model`` unless blending supports it and its weights are safetensors."""
     import json
 
-    from .families import SUPPORTED
+    from .families import FAMILIES, SUPPORTED
 
     index = folder / "model_index.json"
     if not index.is_file():
         raise InputError(f"model: {model!r} has no model_index.json; expected a diffusers pipeline folder")
     class_name = json.loads(index.read_text()).get("_class_name")
-    if class_name not in _PIPELINES:
+    family = next((f for f in FAMILIES if f.pipeline_class == class_name), None)
+    if family is None:
         raise InputError(f"model: {model!r} is a {class_name}; blending needs {SUPPORTED}")
-    for component in _PIPELINES[class_name][0]:
+    for component in family.weight_components:
         if not (folder / component).is_dir():
             raise InputError(f"model: {model!r} has no {component}/ folder; expected a diffusers {class_name} layout")
         check_safetensors(folder / component, model, component)
-    return class_name
+    return family
 
 
 def _download(model: str, variant: str | None) -> Path:
@@ -302,19 +285,19 @@ def load_pipeline(
         raise InputError(f"model: no such folder {model_id!r}")
     else:
         folder = _download(model_id, variant)
-    class_name = _pipeline_class(folder, model_id)
-    if default_dtype and device.type == "cuda" and class_name in _CUDA_BFLOAT16:
-        dtype = torch.bfloat16
-    if scheduler is None and class_name in _DEFAULT_SCHEDULERS:
-        scheduler = _DEFAULT_SCHEDULERS[class_name]
-        scheduler_class = getattr(diffusers, scheduler)
+    family = _family_of_folder(folder, model_id)
+    class_name = family.pipeline_class
+    if default_dtype and device.type == "cuda":
+        dtype = family.cuda_dtype
+    if scheduler is None and family.default_scheduler is not None:
+        scheduler_class = getattr(diffusers, family.default_scheduler)
 
     compat = _transformers4_components(folder, dtype)
     pipe = getattr(diffusers, class_name).from_pretrained(
         folder,
         **dtype_kwarg("diffusers", dtype),
         **{name: None for name in compat},  # set below: diffusers checks their classes against model_index.json
-        **_PIPELINES[class_name][1],
+        **family.load_keywords,
         use_safetensors=True,
         variant=variant,
     )

@@ -166,3 +166,15 @@ def test_without_methods_every_method_the_family_defines_runs(flow_pipe, sd1_pip
     kwargs = {"seed": 1, "num_inference_steps": 2, "output_type": "latent", "progress": False}
     assert list(blend(flow_pipe, "lion", "cat", **kwargs).blends) == ["textual", "switch", "alternate"]
     assert list(blend(sd1_pipe, "lion", "cat", **kwargs).blends) == ["textual", "switch", "unet", "alternate"]
+
+
+def test_load_pipeline_loads_their_folders_with_the_checkpoints_own_scheduler(flow_pipe, tmp_path):
+    from blending import load_pipeline
+
+    flow_pipe.save_pretrained(tmp_path / "pipe", safe_serialization=True)
+    loaded = load_pipeline(tmp_path / "pipe", device="cpu")
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded) is type(flow_pipe) and type(loaded.scheduler) is type(flow_pipe.scheduler)
+    size = {"height": 32, "width": 32}  # the tiny pipelines' default size is set on the object, not saved
+    again, original = run(loaded, methods=("textual",), **size), run(flow_pipe, methods=("textual",), **size)
+    assert close(again.prompt_1, original.prompt_1) and close(again.blends["textual"], original.blends["textual"])

@@ -123,6 +123,16 @@ class Family(abc.ABC):
     #: The methods not defined on the family's network (see :meth:`unsupported`).
     undefined_methods: tuple[str, ...] = ()
 
+    # -- Loading (blending.load_pipeline) ---------------------------------------------------
+    #: The components that hold weights, and so must come as safetensors.
+    weight_components: tuple[str, ...]
+    #: ``from_pretrained`` keywords that leave out what blending does not use.
+    load_keywords: dict = {}
+    #: The scheduler ``load_pipeline`` gives it by default; ``None``: the checkpoint's own.
+    default_scheduler: str | None = None
+    #: The dtype ``load_pipeline`` gives it by default on cuda.
+    cuda_dtype: torch.dtype = torch.float16
+
     # -- Checks ------------------------------------------------------------------------------
 
     def check_pipeline(self, pipe) -> None:  # noqa: B027 (a family may have nothing to refuse)

@@ -33,6 +33,7 @@ class Flux(TransformerFamily):
 
     name = "FLUX.1"
     pipeline_class = "FluxPipeline"
+    weight_components = ("transformer", "vae", "text_encoder", "text_encoder_2")
 
     def guidance(self, pipe, guidance_scale: float | None) -> Guidance:
         if not pipe.transformer.config.guidance_embeds:

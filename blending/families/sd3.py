@@ -28,6 +28,7 @@ class StableDiffusion3(TransformerFamily):
 
     name = "SD3"
     pipeline_class = "StableDiffusion3Pipeline"
+    weight_components = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
     def guidance(self, pipe, guidance_scale: float | None) -> Guidance:
         scale = SD3_GUIDANCE_SCALE if guidance_scale is None else float(guidance_scale)

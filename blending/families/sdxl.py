@@ -17,6 +17,7 @@ class StableDiffusionXL(UNetFamily):
     name = "SDXL"
     pipeline_class = "StableDiffusionXLPipeline"
     addition_embed_type = "text_time"
+    weight_components = ("unet", "vae", "text_encoder", "text_encoder_2")
 
     def encode(self, pipe, settings, guidance: Guidance, size: tuple[int, int], device) -> Conditioning:
         guided = guidance.unconditional_rows

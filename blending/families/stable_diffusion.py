@@ -16,6 +16,8 @@ class StableDiffusion(UNetFamily):
     name = "Stable Diffusion 1.x/2.x"
     pipeline_class = "StableDiffusionPipeline"
     addition_embed_type = None
+    weight_components = ("unet", "vae", "text_encoder")
+    load_keywords = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
     def unsupported(self, pipe, settings) -> str | None:
         if settings.unet_pooled != "ratio":

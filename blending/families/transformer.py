@@ -33,6 +33,9 @@ class TransformerFamily(Family):
     which UNET is not defined."""
 
     undefined_methods = ("unet",)
+    # float16 overflows in SD3's and FLUX.1's transformers; diffusers' documentation loads them in
+    # bfloat16. Their flow-matching scheduler is the checkpoint's own (default_scheduler None).
+    cuda_dtype = torch.bfloat16
 
     def network(self, pipe) -> torch.nn.Module:
         return pipe.transformer

@@ -32,6 +32,8 @@ class UNetFamily(Family):
     #: The U-Net's ``addition_embed_type`` the family needs.
     addition_embed_type: str | None
     network_name = "U-Net"
+    #: The paper's scheduler.
+    default_scheduler = "UniPCMultistepScheduler"
 
     def network(self, pipe) -> torch.nn.Module:
         return pipe.unet
