@@ -1,5 +1,5 @@
-"""Command line: ``python -m blending blend "lion" "cat" --methods switch --seed 21 --out DIR`` and
-``python -m blending sweep toy --out runs/toy``."""
+"""Command line: ``python -m blending blend "lion" "cat" --methods switch --seed 21 --out DIR``,
+``python -m blending sweep toy --out runs/toy`` and ``python -m blending survey make|serve|simulate|report``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ _CHATTY_LOGGERS = (
     "diffusers.pipelines.pipeline_loading_utils",
     "diffusers.pipelines.pipeline_utils",
     "diffusers.utils",
+    "httpx",  # a line per request of the simulated participants
 )
 _CHATTY_MODULES = r"(accelerate|diffusers|huggingface_hub|torch|transformers)(\.|$)"
 
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="blending",
         description="Blend two concepts with a diffusion model.",
-        epilog="examples:\n  blending blend lion cat --out lion-cat\n  blending sweep toy --out runs/toy",
+        epilog="examples:\n  blending blend lion cat --out lion-cat\n  blending sweep toy --out runs/toy\n"
+        "  blending survey make runs/toy --out runs/survey",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -142,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--score", metavar="CLIP", help="add CLIP scores to the index: 'embedded', or a CLIP id or folder"
     )
+    _survey_parsers(commands)
     return parser
 
 
@@ -294,6 +297,60 @@ def _library_chatter_silenced():
                 chatty.setLevel(level)
 
 
+def _survey_parsers(commands) -> None:
+    """``blending survey make|serve|simulate|report``: a blind user study of a sweep's blends."""
+    survey = commands.add_parser(
+        "survey",
+        help="make, serve, simulate and report a blind user study of a sweep's blends",
+        description="A blind user study of blends: make it from a sweep, serve it to participants, report it.",
+        epilog="example: blending survey make runs/toy --out runs/survey && blending survey serve runs/survey",
+    )
+    steps = survey.add_subparsers(dest="survey_command", required=True, parser_class=_Parser)
+    make = steps.add_parser("make", help="write a study design from a sweep's folder")
+    make.add_argument("run_dir", type=Path, help="a sweep's folder (index.sqlite, images/)")
+    make.add_argument("--out", type=Path, required=True, help="the study folder to write (design.json, images/)")
+    make.add_argument("--methods", nargs="+", help="the methods shown (default: every method the sweep has)")
+    make.add_argument(
+        "--trials-per-participant", type=int, help="blend trials each participant sees (default: all, at most 40)"
+    )
+    make.add_argument("--attention-checks", type=int, default=2, help="per participant (default: 2)")
+    make.add_argument("--seed", type=int, default=0, help="the design's seed: the same inputs give the same design")
+    serve = steps.add_parser("serve", help="serve a study to participants in their browsers")
+    serve.add_argument("study_dir", type=Path, help="the study folder (design.json); answers go to answers.sqlite")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; behind a reverse proxy, keep it local")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--admin-token", help="the token for /admin/answers.csv (default: a new random one, printed)")
+    serve.add_argument("--root-path", default="", help="the prefix a reverse proxy serves the study under, e.g. /study")
+    from .survey import report, simulate
+
+    simulate.add_arguments(steps.add_parser("simulate", help="simulated participants through the HTTP API"))
+    report.add_arguments(steps.add_parser("report", help="win shares, strengths and agreement, with intervals"))
+
+
+def _survey(args) -> int:
+    if args.survey_command == "make":
+        from .survey.design import make_study
+
+        path = make_study(
+            args.run_dir,
+            args.out,
+            methods=args.methods,
+            trials_per_participant=args.trials_per_participant,
+            attention_checks=args.attention_checks,
+            seed=args.seed,
+        )
+        logger.info("wrote %s", path)
+        return 0
+    if args.survey_command == "serve":
+        from .survey.server import serve
+
+        serve(args.study_dir, args.host, args.port, args.admin_token, root_path=args.root_path)
+        return 0
+    from .survey import report, simulate
+
+    return (simulate if args.survey_command == "simulate" else report).run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -303,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     # traceback: it is a bug report, not a bad argument
     with _library_chatter_silenced():
         try:
-            return _sweep(args) if args.command == "sweep" else _blend(args)
+            return {"sweep": _sweep, "survey": _survey, "blend": _blend}[args.command](args)
         except InputError as error:  # bad arguments that argparse could not see, e.g. ratio 2
             print(f"blending: error: {error}", file=sys.stderr)
             return 2
