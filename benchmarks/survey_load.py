@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from blending.testing.survey import served_study
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("switch", "unet", "alternate")
@@ -112,39 +113,6 @@ def write_study(folder: Path, trials: int, blocks: int = 2) -> dict:
     }
     (folder / "design.json").write_text(json.dumps(design, indent=2) + "\n")
     return design
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(folder: Path, log: Path):
-    """``serve`` in a new process on a free port; its base URL."""
-    port = _free_port()
-    code = f"from blending.survey.server import serve; serve({str(folder)!r}, port={port}, admin_token={TOKEN!r})"
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(base + "/", timeout=2).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def participant(base: str, index: int, start: asyncio.Event) -> dict:
@@ -271,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="survey-load-") as tmp:
         folder = Path(tmp) / "study"
         design = write_study(folder, args.trials)
-        with server(folder, Path(tmp) / "server.log") as base:
+        with served_study(folder, Path(tmp) / "server.log", TOKEN) as (base, _):
             results, wall = asyncio.run(run_all(base, args.participants))
             csv_text = httpx.get(
                 base + "/admin/answers.csv", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60

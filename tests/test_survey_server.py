@@ -16,12 +16,8 @@ import os
 import random
 import re
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +29,7 @@ from starlette.testclient import TestClient
 
 from blending.errors import InputError
 from blending.survey.server import FORMAT, create_app
+from blending.testing.survey import served_study
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("switch", "unet", "alternate")
@@ -667,42 +664,6 @@ def test_behind_a_proxy_prefix(app, study):
 # --- a real server: kill -9, restart, concurrency ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _server(folder: Path, log: Path):
-    """``serve`` in a new process on a free port; its base URL and process."""
-    port = _free_port()
-    code = f"from blending.survey.server import serve; serve({str(folder)!r}, port={port}, admin_token={TOKEN!r})"
-    with open(log, "a") as out:
-        process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def _start_http(client: httpx.Client) -> None:
     page = client.get("/")
     response = client.post("/start", data={"csrf_token": _csrf(page.text)}, follow_redirects=True)
@@ -712,7 +673,7 @@ def _start_http(client: httpx.Client) -> None:
 def test_kill_9_loses_no_answer_and_everyone_continues(study, tmp_path):
     log = tmp_path / "server.log"
     acknowledged = {}
-    with _server(study, log) as (base, process):
+    with served_study(study, log, TOKEN) as (base, process):
         clients = [httpx.Client(base_url=base, timeout=30) for _ in range(3)]
         for client in clients:
             _start_http(client)
@@ -730,7 +691,7 @@ def test_kill_9_loses_no_answer_and_everyone_continues(study, tmp_path):
 
     # every acknowledged answer is in the file, before any restart
     assert _counts(study) == (3, 1 + 2 + 3)
-    with _server(study, log) as (base, _):
+    with served_study(study, log, TOKEN) as (base, _):
         for i, client in enumerate(clients):
             client.base_url = base  # the same cookies, the new port
             trial = client.get("/api/trial").json()
@@ -751,7 +712,7 @@ def test_kill_9_loses_no_answer_and_everyone_continues(study, tmp_path):
 def test_concurrent_participants_over_http_store_each_answer_once(study, tmp_path):
     """10 participants at once, each answer posted twice at the same moment: one 204, one 409, one row."""
     design = _design(study)
-    with _server(study, tmp_path / "server.log") as (base, _):
+    with served_study(study, tmp_path / "server.log", TOKEN) as (base, _):
 
         def participant(_):
             statuses = []

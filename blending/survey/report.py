@@ -60,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..toy.agreement import spearman
+
 __all__ = [
     "ANSWER_COLUMNS",
     "TIDY_COLUMNS",
@@ -660,25 +662,6 @@ def _times(tidy: list[dict]) -> dict:
     return times
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(ordered)]
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
-    return ranks
-
-
-def _spearman(x, y) -> float:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2:
-        return math.nan
-    rx, ry = _ranks(x) - (len(x) + 1) / 2, _ranks(y) - (len(y) + 1) / 2
-    denominator = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / denominator) if denominator > 0 else math.nan
-
-
 def _compare_truth(analysis: Analysis, truth: Mapping) -> dict:
     """The participants' win shares against the readers' (``truth["shares"]``)."""
     truth_shares = {m: float(truth["shares"][m]) for m in analysis.methods if m in truth.get("shares", {})}
@@ -690,7 +673,7 @@ def _compare_truth(analysis: Analysis, truth: Mapping) -> dict:
         "readers_shares": truth_shares,
         "readers_ranking": truth_ranking,
         "readers_trials": truth.get("trials"),
-        "spearman": _spearman(people, readers),
+        "spearman": spearman(people, readers) if len(methods) >= 2 else math.nan,
         "same_first": bool(methods) and analysis.ranking[0] == truth_ranking[0],
     }
 
